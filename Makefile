@@ -1,0 +1,27 @@
+# Two set-up commands for a fresh machine (see README): `make demo` and `make test`.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+
+.PHONY: demo test dev lint
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	# torch first: 2.13.0 is the CPU build on the build machines and satisfies the project's range.
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+demo: $(VENV)/.installed
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(VENV)/bin/lora-assets demo
+
+test: $(VENV)/.installed
+	OMP_NUM_THREADS=1 $(VENV)/bin/python -m pytest
+
+dev: $(VENV)/.installed
+	$(VENV)/bin/lora-assets subjects sync >/dev/null 2>&1 || true
+	$(VENV)/bin/dagster dev -h 127.0.0.1 -p $${PORT:-3000}
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
