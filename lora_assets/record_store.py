@@ -1,0 +1,59 @@
+"""Per-key JSON records on disk: the per-image caches of every stage.
+
+One small file per key, written to a temporary name and renamed, so parallel runs and crashes
+never leave a half-written record, and a cache can be cleared with `rm -r`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from lora_assets.digests import stable_hash
+
+
+class RecordStore:
+    """JSON records addressed by a string key (or by the stable hash of a structured key)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    @staticmethod
+    def key_for(*parts: Any) -> str:
+        """A file-name-safe key from any JSON-able parts (image sha, settings, model id...)."""
+        return stable_hash(list(parts))
+
+    def _path(self, key: str) -> Path:
+        return self.root / key[:2] / f"{key}.json"
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        """The record for `key`, or None when missing or unreadable (a broken record is a miss)."""
+        path = self._path(key)
+        try:
+            with open(path, encoding="utf-8") as handle:
+                value = json.load(handle)
+        except (OSError, ValueError):
+            return None
+        return value if isinstance(value, dict) else None
+
+    def put(self, key: str, value: dict[str, Any]) -> None:
+        """Store `value` under `key` atomically."""
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, json.dumps(value, sort_keys=True).encode("utf-8"))
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write bytes to `path` through a temporary file in the same folder and an atomic rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
