@@ -1,0 +1,1 @@
+"""Image work with no Dagster import: decoding, measurements, perceptual hashes, quality, grouping."""

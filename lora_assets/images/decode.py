@@ -1,0 +1,139 @@
+"""Opening photos safely: header checks, EXIF orientation, fast reduced decodes, RGB conversion.
+
+Every stage opens images through here, so a broken file fails the same way everywhere: as an
+`ImageRejected` carrying a short reason category and a human detail naming the problem.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+
+# Modes we can turn into 8-bit RGB faithfully. "F" (float) and exotic modes have no agreed scale.
+SUPPORTED_MODES = frozenset(
+    {"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB",
+     "I", "I;16", "I;16L", "I;16B", "I;16N"}
+)  # fmt: skip
+_SWAPPED_ORIENTATIONS = frozenset({5, 6, 7, 8})
+
+
+class ImageRejected(Exception):
+    """A file that cannot be used as a photo. `reason` is a short category for tables."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def open_checked(path: Path, max_pixels: int) -> Image.Image:
+    """Open `path` lazily (header only), rejecting empty files, non-images, bombs and odd modes."""
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise ImageRejected("unreadable", str(exc)) from exc
+    if size == 0:
+        raise ImageRejected("empty file", "the file has zero bytes")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)
+    except Image.DecompressionBombError as exc:
+        raise ImageRejected("decompression bomb", str(exc)) from exc
+    except UnidentifiedImageError as exc:
+        raise ImageRejected("not an image", "no image format recognises this file's content") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageRejected("corrupt", f"cannot read the header: {exc}") from exc
+    width, height = image.size
+    if width * height > max_pixels:
+        image.close()
+        raise ImageRejected(
+            "decompression bomb",
+            f"{width}x{height} = {width * height / 1e6:.0f} MP exceeds the limit of "
+            f"{max_pixels / 1e6:.0f} MP ([ingest] max_pixels)",
+        )
+    if image.mode not in SUPPORTED_MODES:
+        image.close()
+        raise ImageRejected("unsupported mode", f"pixel mode {image.mode!r} cannot be converted to RGB")
+    return image
+
+
+def decode_fully(image: Image.Image) -> None:
+    """Decode every pixel once, turning truncation and corruption into `ImageRejected`."""
+    try:
+        image.load()
+    except OSError as exc:
+        message = str(exc)
+        reason = "truncated" if "truncated" in message or "premature end" in message.lower() else "corrupt"
+        raise ImageRejected(reason, message) from exc
+    except (SyntaxError, ValueError, EOFError) as exc:
+        raise ImageRejected("corrupt", str(exc) or type(exc).__name__) from exc
+
+
+def exif_orientation(image: Image.Image) -> int:
+    """EXIF orientation 1-8 (1 when absent or unreadable)."""
+    try:
+        value = image.getexif().get(ExifTags.Base.Orientation, 1)
+    except Exception:  # noqa: BLE001 - broken EXIF must not reject an otherwise good photo
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def oriented_size(image: Image.Image) -> tuple[int, int]:
+    """(width, height) as displayed, i.e. after applying the EXIF orientation."""
+    width, height = image.size
+    if exif_orientation(image) in _SWAPPED_ORIENTATIONS:
+        return height, width
+    return width, height
+
+
+def draft_for(image: Image.Image, target: int) -> None:
+    """Ask the JPEG decoder for a DCT-scaled decode (1/2, 1/4, 1/8) with both sides >= `target`.
+
+    A 1/8 decode of a 24 MP JPEG costs a small fraction of a full one; other formats ignore this.
+    """
+    if image.format == "JPEG" and image.mode in ("RGB", "L", "CMYK", "YCbCr"):
+        width, height = image.size
+        scale = max(1, min(width, height) // max(target, 1))
+        if scale >= 2:
+            image.draft(image.mode, (width // scale, height // scale))
+
+
+def to_rgb(image: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+    """8-bit RGB: 16-bit scaled (not clipped), alpha flattened on `background`, palettes expanded."""
+    mode = image.mode
+    if mode.startswith("I"):
+        array = np.asarray(image, dtype=np.float64)
+        if array.max(initial=0) > 255:
+            array = array / 257.0
+        image = Image.fromarray(np.clip(array + 0.5, 0, 255).astype(np.uint8), mode="L")
+        mode = "L"
+    if mode in ("P", "PA"):
+        image = image.convert("RGBA")
+        mode = "RGBA"
+    if mode in ("LA", "La", "RGBA", "RGBa"):
+        rgba = image.convert("RGBA")
+        flat = Image.new("RGB", rgba.size, background)
+        flat.paste(rgba, mask=rgba.getchannel("A"))
+        return flat
+    return image if mode == "RGB" else image.convert("RGB")
+
+
+def has_alpha(image: Image.Image) -> bool:
+    """Whether the image carries transparency (an alpha band or a transparent palette entry)."""
+    return image.mode in ("LA", "La", "RGBA", "RGBa", "PA") or (
+        image.mode == "P" and "transparency" in image.info
+    )
+
+
+def load_oriented_rgb(path: Path, max_pixels: int, draft_side: int | None = None) -> Image.Image:
+    """Open, optionally DCT-reduce to about `draft_side` px, apply EXIF orientation, return RGB."""
+    with open_checked(path, max_pixels) as image:
+        if draft_side:
+            draft_for(image, draft_side)
+        decode_fully(image)
+        oriented = ImageOps.exif_transpose(image)
+        return to_rgb(oriented)
