@@ -1,0 +1,1 @@
+"""Thin Dagster assets: read settings, call the library, write files, return metadata."""

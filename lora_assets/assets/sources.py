@@ -1,0 +1,91 @@
+"""Observable source assets: what the graph reads from the user's subject folders.
+
+One source per stage carries the hash of that stage's effective settings, and `subject_photos`
+carries a fingerprint of the photo folder (paths, sizes, mtimes). Each reports one data version
+per subject partition, so Dagster marks exactly the affected (asset, subject) pairs stale.
+"""
+
+import warnings
+from collections.abc import Callable
+
+import dagster as dg
+
+from lora_assets.partitions import SUBJECTS_PARTITION, subjects_partitions
+from lora_assets.settings import STAGES, SettingsError, load_subject_settings
+from lora_assets.storage import DataLayout
+from lora_assets.subjects import folder_fingerprint
+
+SETTINGS_GROUP = "subject_inputs"
+
+
+def settings_source_name(stage: str) -> str:
+    """Asset name of a stage's settings source, e.g. `captions_settings`."""
+    return f"{stage}_settings"
+
+
+def _observe_all(
+    context: dg.OpExecutionContext, version_of: Callable[[DataLayout, str], str]
+) -> dg.DataVersionsByPartition:
+    """Versions for every registered subject; a subject whose version cannot be computed is logged
+    and left out, so one broken `subject.toml` never hides the others' changes."""
+    layout = context.resources.data_root.layout()
+    versions: dict[str, str] = {}
+    for subject in sorted(context.instance.get_dynamic_partitions(SUBJECTS_PARTITION)):
+        try:
+            versions[subject] = version_of(layout, subject)
+        except (SettingsError, ValueError, OSError) as exc:
+            context.log.error(f"subject {subject!r}: {exc}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        return dg.DataVersionsByPartition(versions)
+
+
+def stage_settings_version(layout: DataLayout, subject: str, stage: str) -> str:
+    """The settings version of one stage of one subject (also used by the assets themselves)."""
+    return load_subject_settings(layout.settings_file(subject), subject).stage_version(stage)
+
+
+def _observable_source(**kwargs: object) -> Callable[[Callable], dg.SourceAsset]:
+    """`dg.observable_source_asset` (beta, but the documented way to version external inputs),
+    partitioned per subject, without a beta warning at every definitions load."""
+
+    def decorate(fn: Callable) -> dg.SourceAsset:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", dg.BetaWarning)
+            return dg.observable_source_asset(
+                partitions_def=subjects_partitions,
+                group_name=SETTINGS_GROUP,
+                required_resource_keys={"data_root"},
+                **kwargs,
+            )(fn)
+
+    return decorate
+
+
+def _settings_source(stage: str) -> dg.SourceAsset:
+    @_observable_source(
+        name=settings_source_name(stage),
+        description=f"Hash of each subject's effective `[{stage}]` settings (subject.toml + defaults).",
+    )
+    def _observe(context: dg.OpExecutionContext) -> dg.DataVersionsByPartition:
+        return _observe_all(context, lambda layout, subject: stage_settings_version(layout, subject, stage))
+
+    return _observe
+
+
+settings_sources: list[dg.SourceAsset] = [_settings_source(stage) for stage in STAGES]
+
+
+@_observable_source(
+    description="Fingerprint of each subject's photo folder: relative paths, sizes and mtimes.",
+)
+def subject_photos(context: dg.OpExecutionContext) -> dg.DataVersionsByPartition:
+    return _observe_all(context, lambda layout, subject: folder_fingerprint(layout.images_dir(subject))[:24])
+
+
+SOURCE_KEYS: list[dg.AssetKey] = [source.key for source in [*settings_sources, subject_photos]]
+
+
+def settings_source(stage: str) -> dg.SourceAsset:
+    """The settings source asset of `stage`."""
+    return settings_sources[STAGES.index(stage)]

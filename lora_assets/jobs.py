@@ -1,0 +1,15 @@
+"""Asset jobs the sensors, schedules and CLI launch."""
+
+import dagster as dg
+
+from lora_assets.assets.ingest import raw_images
+from lora_assets.assets.sources import SOURCE_KEYS
+
+raw_images_job = dg.define_asset_job(
+    "raw_images_job", selection=[raw_images], description="Ingest one subject's photo folder."
+)
+observe_sources_job = dg.define_asset_job(
+    "observe_subject_inputs",
+    selection=dg.AssetSelection.assets(*SOURCE_KEYS),
+    description="Observe every subject's settings and photo folder (hashes only; no pixels read).",
+)

@@ -1,0 +1,121 @@
+"""Shared fixtures: a temporary data root with real photos, a temporary Dagster instance, and
+helpers to observe sources, materialize assets and read stale status through Dagster itself."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import dagster as dg
+import pytest
+
+from lora_assets.definitions import build_definitions
+from lora_assets.partitions import SUBJECTS_PARTITION
+from lora_assets.storage import DataLayout
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE_IMAGES = REPO / "data" / "subjects" / "sample" / "images"
+
+
+@pytest.fixture
+def layout(tmp_path: Path) -> DataLayout:
+    """An empty data root in a temporary folder."""
+    root = tmp_path / "data"
+    (root / "subjects").mkdir(parents=True)
+    return DataLayout(root)
+
+
+@pytest.fixture
+def instance() -> Iterator[dg.DagsterInstance]:
+    with dg.instance_for_test() as test_instance:
+        yield test_instance
+
+
+def sample_photo(name: str) -> Path:
+    """A real bundled photo (see data/subjects/sample/CREDITS.csv)."""
+    matches = sorted(SAMPLE_IMAGES.rglob(name))
+    assert matches, name
+    return matches[0]
+
+
+def add_subject(layout: DataLayout, name: str, photos: list[str], settings: str = "") -> Path:
+    """A subject folder holding copies of bundled photos (and a subject.toml)."""
+    images = layout.images_dir(name)
+    images.mkdir(parents=True, exist_ok=True)
+    for photo in photos:
+        shutil.copy2(sample_photo(photo), images / photo)
+    layout.settings_file(name).write_text(settings, encoding="utf-8")
+    return images
+
+
+def snapshot(folder: Path) -> dict[str, tuple[str, int]]:
+    """(sha256, mtime_ns) of every file under `folder`: proves the user's files were not touched."""
+    return {
+        p.relative_to(folder).as_posix(): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+class Graph:
+    """The project's real Definitions over a temporary data root and instance."""
+
+    def __init__(self, layout: DataLayout, instance: dg.DagsterInstance) -> None:
+        self.layout = layout
+        self.instance = instance
+        self.defs = build_definitions(str(layout.root))
+
+    def register(self, *subjects: str) -> None:
+        known = set(self.instance.get_dynamic_partitions(SUBJECTS_PARTITION))
+        new = [s for s in subjects if s not in known]
+        if new:
+            self.instance.add_dynamic_partitions(SUBJECTS_PARTITION, new)
+
+    def observe(self) -> None:
+        """Run the observation job over every source, as the UI or sensor would."""
+        result = self.defs.resolve_job_def("observe_subject_inputs").execute_in_process(
+            instance=self.instance
+        )
+        assert result.success
+
+    def materialize(
+        self, selection: str, subject: str, expect_success: bool = True
+    ) -> dg.ExecuteInProcessResult:
+        """Materialize a selection string (e.g. "raw_images", "captions*") for one subject."""
+        keys = dg.AssetSelection.from_string(selection).resolve(self.defs.resolve_asset_graph())
+        job = self.defs.resolve_implicit_global_asset_job_def()
+        result = job.execute_in_process(
+            instance=self.instance, partition_key=subject, asset_selection=list(keys), raise_on_error=False
+        )
+        assert result.success == expect_success, result.get_step_failure_events()
+        return result
+
+    def metadata(self, result: dg.ExecuteInProcessResult, asset: str) -> dict[str, object]:
+        """Plain values of an asset's materialization metadata in `result`."""
+        (event,) = [m for m in result.asset_materializations_for_node(asset)]
+        return {key: getattr(value, "value", value) for key, value in event.metadata.items()}
+
+    def data_version(self, asset: str, subject: str) -> str | None:
+        """Latest data version of a materialized asset or observed source for one subject."""
+        record = self.instance.get_latest_data_version_record(dg.AssetKey(asset), partition_key=subject)
+        return (record.event_log_entry.tags or {}).get("dagster/data_version") if record else None
+
+    def stale_status(self, asset: str, subject: str) -> str:
+        """FRESH / STALE / MISSING from Dagster's stale-status resolver (private API, wrapped only here)."""
+        from dagster._core.definitions.data_version import CachingStaleStatusResolver
+        from dagster._core.loader import LoadingContextForTest
+
+        resolver = CachingStaleStatusResolver(
+            self.instance, self.defs.resolve_asset_graph(), LoadingContextForTest(self.instance)
+        )
+        return resolver.get_status(dg.AssetKey(asset), subject).value
+
+
+@pytest.fixture
+def graph(layout: DataLayout, instance: dg.DagsterInstance) -> Graph:
+    return Graph(layout, instance)
