@@ -1,0 +1,198 @@
+"""`lora-assets`: manage subjects, inspect settings, and run the demo outside the Dagster UI."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+
+from lora_assets.settings import STAGES, SettingsError, load_subject_settings
+from lora_assets.subjects import IMAGE_EXTENSIONS, InvalidSubjectName, list_photo_files, validate_subject_name
+
+SAMPLE_SUBJECT = "sample"
+DAGSTER_HOME_DIR = ".dagster_home"
+STARTER_SETTINGS = """\
+# Settings for this subject; every key is optional. `lora-assets settings show {name}` prints
+# the effective values of every stage. Tables: [ingest] [dedup] [filter] [captions] [dataset] [training].
+class_token = "man"
+trigger = "{name}"
+"""
+
+
+def _layout(data_root: str | None):  # noqa: ANN202 - storage imports dagster; keep --help fast
+    from lora_assets.storage import DataLayout, default_data_root
+
+    return DataLayout(Path(data_root or default_data_root()).expanduser().resolve())
+
+
+def ensure_dagster_home() -> Path:
+    """`$DAGSTER_HOME`, defaulting to `./.dagster_home` linked to the project's `dagster.yaml`."""
+    home = Path(os.environ.setdefault("DAGSTER_HOME", str(Path.cwd() / DAGSTER_HOME_DIR))).resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    config, project_config = home / "dagster.yaml", Path.cwd() / "dagster.yaml"
+    if not config.exists() and project_config.exists():
+        config.symlink_to(project_config.resolve())
+    return home
+
+
+def register_subjects(names: list[str]) -> list[str]:
+    """Add missing subject partitions to the instance at `$DAGSTER_HOME`; returns the added ones."""
+    import dagster as dg
+
+    from lora_assets.partitions import SUBJECTS_PARTITION
+
+    with dg.DagsterInstance.get() as instance:
+        known = set(instance.get_dynamic_partitions(SUBJECTS_PARTITION))
+        added = [name for name in names if name not in known]
+        if added:
+            instance.add_dynamic_partitions(SUBJECTS_PARTITION, added)
+    return added
+
+
+@click.group()
+@click.option(
+    "--data-root",
+    envvar="LORA_ASSETS_DATA_ROOT",
+    default=None,
+    help="Data root (default: $LORA_ASSETS_DATA_ROOT or ./data).",
+)
+@click.pass_context
+def main(ctx: click.Context, data_root: str | None) -> None:
+    """Turn folders of photos into Stable Diffusion LoRAs (Dagster assets, partitioned per subject)."""
+    ctx.obj = {"data_root": data_root}
+
+
+@main.group()
+def subjects() -> None:
+    """Create, list and register subjects (one folder and one partition each)."""
+
+
+@subjects.command("add")
+@click.argument("name")
+@click.option("--from", "source", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.pass_context
+def subjects_add(ctx: click.Context, name: str, source: Path | None) -> None:
+    """Create subjects/NAME/ (and copy photos and caption .txt files in from --from DIR)."""
+    try:
+        validate_subject_name(name)
+    except InvalidSubjectName as exc:
+        raise click.UsageError(str(exc)) from None
+    layout = _layout(ctx.obj["data_root"])
+    images = layout.images_dir(name)
+    images.mkdir(parents=True, exist_ok=True)
+    settings = layout.settings_file(name)
+    if not settings.exists():
+        settings.write_text(STARTER_SETTINGS.format(name=name), encoding="utf-8")
+    copied = skipped = 0
+    if source:
+        for path in sorted(source.rglob("*")):
+            if not path.is_file() or path.name.startswith("."):
+                continue
+            if path.suffix.lower() not in IMAGE_EXTENSIONS | {".txt"}:
+                continue
+            target = images / path.relative_to(source)
+            if target.exists():
+                skipped += 1
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target)
+            copied += 1
+    click.echo(f"subject {name}: {images} ({copied} files copied, {skipped} already there)")
+    if os.environ.get("DAGSTER_HOME"):
+        if register_subjects([name]):
+            click.echo(f"registered partition {name!r} in {os.environ['DAGSTER_HOME']}")
+    else:
+        click.echo("set DAGSTER_HOME and run `lora-assets subjects sync` (or let the sensor) register it")
+
+
+@subjects.command("sync")
+@click.pass_context
+def subjects_sync(ctx: click.Context) -> None:
+    """Register every subject folder as a partition in $DAGSTER_HOME's instance."""
+    if not os.environ.get("DAGSTER_HOME"):
+        raise click.UsageError("DAGSTER_HOME is not set: there is no instance to register subjects in")
+    names = _layout(ctx.obj["data_root"]).subject_names()
+    added = register_subjects(names)
+    click.echo(f"{len(names)} subject folders; registered {len(added)} new: {', '.join(added) or '-'}")
+
+
+@subjects.command("list")
+@click.pass_context
+def subjects_list(ctx: click.Context) -> None:
+    """Subject folders, their photo counts, and whether the instance knows them."""
+    layout = _layout(ctx.obj["data_root"])
+    registered: set[str] | None = None
+    if os.environ.get("DAGSTER_HOME"):
+        import dagster as dg
+
+        from lora_assets.partitions import SUBJECTS_PARTITION
+
+        with dg.DagsterInstance.get() as instance:
+            registered = set(instance.get_dynamic_partitions(SUBJECTS_PARTITION))
+    for name in layout.subject_names():
+        photos = len(list_photo_files(layout.images_dir(name)))
+        state = "" if registered is None else ("registered" if name in registered else "not registered")
+        click.echo(f"{name}\t{photos} photos\t{state}".rstrip())
+
+
+@main.group()
+def settings() -> None:
+    """Inspect per-subject settings."""
+
+
+@settings.command("show")
+@click.argument("name")
+@click.pass_context
+def settings_show(ctx: click.Context, name: str) -> None:
+    """Print NAME's effective settings (defaults + subject.toml) and each stage's settings version."""
+    import tomli_w
+
+    layout = _layout(ctx.obj["data_root"])
+    try:
+        loaded = load_subject_settings(layout.settings_file(name), validate_subject_name(name))
+    except (SettingsError, InvalidSubjectName) as exc:
+        raise click.ClickException(str(exc)) from None
+    document = _drop_none(loaded.model_dump(mode="json"))
+    click.echo(f"# {layout.settings_file(name)}")
+    for stage in STAGES:
+        click.echo(f"# {stage} settings version: {loaded.stage_version(stage)}")
+    click.echo("# keys not shown are unset (None)")
+    click.echo(tomli_w.dumps(document))
+
+
+def _drop_none(value: object) -> object:
+    """TOML has no null: unset options are left out of the printed document."""
+    if isinstance(value, dict):
+        return {k: _drop_none(v) for k, v in value.items() if v is not None}
+    return value
+
+
+@main.command()
+@click.option("--subject", default=SAMPLE_SUBJECT, show_default=True)
+def demo(subject: str) -> None:
+    """Register the sample subject and materialize every asset for it through Dagster (SQLite instance)."""
+    home = ensure_dagster_home()
+    click.echo(f"DAGSTER_HOME={home}")
+    layout = _layout(None)
+    if subject not in layout.subject_names():
+        raise click.ClickException(f"no subject folder {layout.subject_dir(subject)}")
+    register_subjects([subject])
+    dagster = [sys.executable, "-m", "dagster"]
+    module = ["-m", "lora_assets.definitions"]
+    steps = [
+        [*dagster, "job", "execute", *module, "-j", "observe_subject_inputs"],
+        [*dagster, "asset", "materialize", *module, "--select", "*", "--partition", subject],
+    ]
+    for step in steps:
+        click.echo("$ " + " ".join(step[1:]))
+        if subprocess.run(step, check=False).returncode != 0:
+            raise click.ClickException(f"step failed: {' '.join(step[2:])}")
+    click.echo(f"done: outputs under {layout.root / 'work' / subject}; open the UI with `make dev`")
+
+
+if __name__ == "__main__":
+    main()

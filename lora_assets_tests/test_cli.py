@@ -1,0 +1,70 @@
+import shutil
+
+import dagster as dg
+from click.testing import CliRunner
+
+from lora_assets.cli import main
+from lora_assets_tests.conftest import sample_photo, snapshot
+
+
+def run(layout, *args, env=None):
+    result = CliRunner().invoke(
+        main, ["--data-root", str(layout.root), *args], env=env, catch_exceptions=False
+    )
+    return result
+
+
+def test_subjects_add_copies_photos_and_captions_without_touching_the_source(layout, tmp_path):
+    source = tmp_path / "incoming"
+    (source / "day2").mkdir(parents=True)
+    shutil.copy2(sample_photo("citrus-slices.jpg"), source / "a.jpg")
+    shutil.copy2(sample_photo("dogs-at-window.jpg"), source / "day2" / "b.jpg")
+    (source / "a.txt").write_text("my caption")
+    (source / "notes.doc").write_text("ignored")
+    before = snapshot(source)
+
+    result = run(layout, "subjects", "add", "alice", "--from", str(source), env={"DAGSTER_HOME": ""})
+    assert result.exit_code == 0, result.output
+    images = layout.images_dir("alice")
+    assert sorted(p.relative_to(images).as_posix() for p in images.rglob("*") if p.is_file()) == [
+        "a.jpg", "a.txt", "day2/b.jpg",
+    ]  # fmt: skip
+    assert 'trigger = "alice"' in layout.settings_file("alice").read_text()
+    assert snapshot(source) == before
+
+    listed = run(layout, "subjects", "list", env={"DAGSTER_HOME": ""})
+    assert listed.output.strip() == "alice\t2 photos"
+
+
+def test_invalid_subject_name_is_a_clear_error(layout):
+    result = CliRunner().invoke(main, ["--data-root", str(layout.root), "subjects", "add", "bad name"])
+    assert result.exit_code != 0
+    assert "invalid subject name 'bad name'" in result.output
+
+
+def test_sync_registers_every_folder_in_the_dagster_home_instance(layout, tmp_path):
+    for name in ("alice", "bob"):
+        (layout.images_dir(name)).mkdir(parents=True)
+    home = tmp_path / "home"
+    home.mkdir()
+    result = run(layout, "subjects", "sync", env={"DAGSTER_HOME": str(home)})
+    assert result.exit_code == 0, result.output
+    assert "registered 2 new: alice, bob" in result.output
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert sorted(instance.get_dynamic_partitions("subjects")) == ["alice", "bob"]
+    again = run(layout, "subjects", "sync", env={"DAGSTER_HOME": str(home)})
+    assert "registered 0 new" in again.output
+
+
+def test_settings_show_prints_effective_settings_and_versions(layout):
+    layout.images_dir("alice").mkdir(parents=True)
+    layout.settings_file("alice").write_text('class_token = "woman"\n[captions]\nmax_words = 60\n')
+    result = run(layout, "settings", "show", "alice")
+    assert result.exit_code == 0, result.output
+    assert 'class_token = "woman"' in result.output and 'trigger = "alice"' in result.output
+    assert "max_words = 60" in result.output and "min_words = 30" in result.output
+    assert "# captions settings version: " in result.output
+
+    layout.settings_file("alice").write_text("[captions]\nmax_wrds = 60\n")
+    bad = CliRunner().invoke(main, ["--data-root", str(layout.root), "settings", "show", "alice"])
+    assert bad.exit_code != 0 and "[captions] max_wrds: unknown key" in bad.output
