@@ -21,7 +21,7 @@ test: $(VENV)/.installed
 
 dev: $(VENV)/.installed
 	$(VENV)/bin/lora-assets subjects sync >/dev/null 2>&1 || true
-	$(VENV)/bin/dagster dev -h 127.0.0.1 -p $${PORT:-3000}
+	$(VENV)/bin/dagster dev -h $${HOST:-127.0.0.1} -p $${PORT:-3000}
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
