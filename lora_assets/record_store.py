@@ -1,4 +1,4 @@
-"""Per-key JSON records on disk: the per-image caches of every stage.
+"""Per-key records on disk (JSON or raw bytes): the per-image caches of every stage.
 
 One small file per key, written to a temporary name and renamed, so parallel runs and crashes
 never leave a half-written record, and a cache can be cleared with `rm -r`.
@@ -16,7 +16,7 @@ from lora_assets.digests import stable_hash
 
 
 class RecordStore:
-    """JSON records addressed by a string key (or by the stable hash of a structured key)."""
+    """Records addressed by a string key (or by the stable hash of a structured key)."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
@@ -26,8 +26,19 @@ class RecordStore:
         """A file-name-safe key from any JSON-able parts (image sha, settings, model id...)."""
         return stable_hash(list(parts))
 
-    def _path(self, key: str) -> Path:
-        return self.root / key[:2] / f"{key}.json"
+    def _path(self, key: str, suffix: str = ".json") -> Path:
+        return self.root / key[:2] / f"{key}{suffix}"
+
+    def get_bytes(self, key: str, suffix: str = ".bin") -> bytes | None:
+        """Raw bytes stored under `key` (arrays, thumbnails), or None."""
+        try:
+            return self._path(key, suffix).read_bytes()
+        except OSError:
+            return None
+
+    def put_bytes(self, key: str, data: bytes, suffix: str = ".bin") -> None:
+        """Store raw bytes under `key` atomically."""
+        write_atomic(self._path(key, suffix), data)
 
     def get(self, key: str) -> dict[str, Any] | None:
         """The record for `key`, or None when missing or unreadable (a broken record is a miss)."""

@@ -7,6 +7,7 @@ Every stage opens images through here, so a broken file fails the same way every
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,9 +25,12 @@ class ImageRejected(Exception):
     """A file that cannot be used as a photo. `reason` is a short category for tables."""
 
     def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
+        super().__init__(reason, detail)  # both in args, so it survives pickling to and from workers
         self.reason = reason
         self.detail = detail
+
+    def __str__(self) -> str:
+        return f"{self.reason}: {self.detail}"
 
 
 def open_checked(path: Path, max_pixels: int) -> Image.Image:
@@ -129,11 +133,43 @@ def has_alpha(image: Image.Image) -> bool:
     )
 
 
-def load_oriented_rgb(path: Path, max_pixels: int, draft_side: int | None = None) -> Image.Image:
-    """Open, optionally DCT-reduce to about `draft_side` px, apply EXIF orientation, return RGB."""
+@dataclass(frozen=True)
+class Decoded:
+    """An oriented RGB decode (possibly DCT-reduced) and what the file itself says."""
+
+    image: Image.Image
+    native_size: tuple[int, int]
+    format: str | None
+    quantization: dict[int, list[int]] | None
+
+
+def decode_oriented(
+    path: Path, max_pixels: int, draft_side: int | None = None, gray: bool = False, reduce: int = 1
+) -> Decoded:
+    """Open, apply EXIF orientation, and return RGB (or 8-bit grey with `gray`: JPEGs then decode
+    straight to grey). Reduced decodes: `draft_side` keeps the short side >= that many pixels;
+    `reduce` divides both sides by 1, 2, 4 or 8 (JPEG in the DCT, other formats after decoding)."""
     with open_checked(path, max_pixels) as image:
+        native = oriented_size(image)
+        fmt = image.format
+        tables = dict(getattr(image, "quantization", None) or {}) if fmt == "JPEG" else None
+        jpeg_draftable = fmt == "JPEG" and image.mode in ("RGB", "YCbCr", "L")
         if draft_side:
             draft_for(image, draft_side)
+        elif jpeg_draftable and (gray or reduce > 1):
+            size = (image.width // reduce, image.height // reduce)
+            image.draft("L" if gray else image.mode, size)
         decode_fully(image)
         oriented = ImageOps.exif_transpose(image)
-        return to_rgb(oriented)
+        if gray:
+            converted = oriented if oriented.mode == "L" else to_rgb(oriented).convert("L")
+        else:
+            converted = to_rgb(oriented)
+        if reduce > 1 and not jpeg_draftable:
+            converted = converted.reduce(reduce)
+    return Decoded(converted, native, fmt, tables)
+
+
+def load_oriented_rgb(path: Path, max_pixels: int, draft_side: int | None = None) -> Image.Image:
+    """Open, optionally DCT-reduce to about `draft_side` px, apply EXIF orientation, return RGB."""
+    return decode_oriented(path, max_pixels, draft_side).image

@@ -65,12 +65,11 @@ class PhotoInventory:
         self.cache_dir = cache_dir
         self.max_pixels = max_pixels
         self.records = RecordStore(cache_dir / "measurements")
-        self.thumbs_dir = cache_dir / "thumbs"
         self._index_path = cache_dir / "path_index.json"
 
     def thumbnail_path(self, sha256: str) -> Path:
         """Where the small oriented RGB thumbnail of a photo lives (written on first measurement)."""
-        return self.thumbs_dir / sha256[:2] / f"{sha256}.jpg"
+        return thumbnail_path(self.cache_dir, sha256)
 
     def scan(self, images_dir: Path, workers: int = 4, progress: Progress | None = None) -> InventoryResult:
         """Measure every photo under `images_dir`; never raises for a single bad file."""
@@ -158,6 +157,11 @@ class PhotoInventory:
             return json.loads(self._index_path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return {}
+
+
+def thumbnail_path(cache_dir: Path, sha256: str) -> Path:
+    """The thumbnail of a measured photo under an inventory cache folder (for contact sheets)."""
+    return cache_dir / "thumbs" / sha256[:2] / f"{sha256}.jpg"
 
 
 def _stamp(photo: PhotoFile) -> str:
