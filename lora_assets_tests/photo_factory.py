@@ -60,3 +60,83 @@ def save_resaved(source: Path, target: Path, scale: float = 1.0, quality: int = 
     image.save(buffer, "JPEG", quality=quality)
     target.write_bytes(buffer.getvalue())
     return target
+
+
+def _rgb(source: Path | Image.Image) -> Image.Image:
+    image = source if isinstance(source, Image.Image) else Image.open(source)
+    return image.convert("RGB")
+
+
+def save_jpeg(image: Image.Image, target: Path, quality: int = 90) -> Path:
+    image.save(target, "JPEG", quality=quality)
+    return target
+
+
+def variant_reencode(source: Path, target: Path, quality: int = 30) -> Path:
+    """The same pixels re-saved at a low JPEG quality."""
+    return save_jpeg(_rgb(source), target, quality)
+
+
+def variant_downscale(source: Path, target: Path, scale: float = 0.5, quality: int = 85) -> Path:
+    image = _rgb(source)
+    size = (max(8, round(image.width * scale)), max(8, round(image.height * scale)))
+    return save_jpeg(image.resize(size, Image.Resampling.LANCZOS), target, quality)
+
+
+def variant_thumbnail(source: Path, target: Path, side: int = 160) -> Path:
+    image = _rgb(source)
+    image.thumbnail((side, side), Image.Resampling.LANCZOS)
+    return save_jpeg(image, target, 75)
+
+
+def variant_upscale(source: Path, target: Path, factor: int = 3, quality: int = 95) -> Path:
+    """A 'crummy upscale': downscale by `factor`, upscale back (bigger file, less detail)."""
+    image = _rgb(source)
+    small = image.resize(
+        (max(8, image.width // factor), max(8, image.height // factor)), Image.Resampling.BICUBIC
+    )
+    return save_jpeg(small.resize(image.size, Image.Resampling.BICUBIC), target, quality)
+
+
+def variant_enlarge(source: Path, target: Path, factor: float = 2.0) -> Path:
+    """A 'web upscale': the whole photo enlarged (bicubic) and saved losslessly (a bigger file)."""
+    image = _rgb(source)
+    size = (round(image.width * factor), round(image.height * factor))
+    image.resize(size, Image.Resampling.BICUBIC).save(target, "PNG")
+    return target
+
+
+def variant_crop(source: Path, target: Path, fraction: float = 0.04, quality: int = 90) -> Path:
+    """Trim `fraction` of each side."""
+    image = _rgb(source)
+    dx, dy = round(image.width * fraction), round(image.height * fraction)
+    return save_jpeg(image.crop((dx, dy, image.width - dx, image.height - dy)), target, quality)
+
+
+def variant_blur(source: Path, target: Path, radius: float = 2.5, quality: int = 90) -> Path:
+    from PIL import ImageFilter
+
+    return save_jpeg(_rgb(source).filter(ImageFilter.GaussianBlur(radius)), target, quality)
+
+
+def variant_lossless(source: Path, target: Path) -> Path:
+    """The original's decoded pixels as PNG (a different file, identical content)."""
+    Image.open(source).save(target, "PNG")
+    return target
+
+
+def variant_exposure(source: Path, target: Path, stops: float) -> Path:
+    """The scene shot with a different exposure (gain applied in linear light)."""
+    array = np.asarray(_rgb(source), dtype=np.float64) / 255.0
+    linear = np.where(array <= 0.04045, array / 12.92, ((array + 0.055) / 1.055) ** 2.4) * (2.0**stops)
+    linear = np.clip(linear, 0, 1)
+    srgb = np.where(linear <= 0.0031308, linear * 12.92, 1.055 * linear ** (1 / 2.4) - 0.055)
+    return save_jpeg(Image.fromarray((srgb * 255 + 0.5).astype(np.uint8)), target, 92)
+
+
+def variant_half(source: Path, target: Path, side: str, width: float = 0.45) -> Path:
+    """A non-overlapping part of one photo: its left or right `width` fraction."""
+    image = _rgb(source)
+    cut = round(image.width * width)
+    box = (0, 0, cut, image.height) if side == "left" else (image.width - cut, 0, image.width, image.height)
+    return save_jpeg(image.crop(box), target, 92)

@@ -1,0 +1,387 @@
+"""Near-duplicate groups that keep the copy with the most real detail (no Dagster here).
+
+Pipeline: features per image (one reduced decode) → candidate pairs by hash popcount →
+aligned verification of each candidate (duplicate / similar / unrelated) → groups in which every
+member matches every other → keep-best by real detail → manual pins, which always win.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from threadpoolctl import threadpool_limits
+
+from lora_assets.images.candidates import candidate_pairs
+from lora_assets.images.decode import ImageRejected
+from lora_assets.images.detail import DETAIL_VERSION, DetailMeasure, measure_detail
+from lora_assets.images.features import FEATURES_VERSION, ImageFeatures, compute_features
+from lora_assets.images.grouping import group_items
+from lora_assets.images.keep_best import Candidate, choose
+from lora_assets.images.similarity import PairScore, compare
+from lora_assets.record_store import RecordStore
+from lora_assets.settings import DedupSettings
+
+Progress = Callable[[str, int, int], None]
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class Photo:
+    """An image to deduplicate: `key` is its name in results and pins (path relative to the
+    folder), `sha256` (optional) addresses the cache and marks byte-identical copies."""
+
+    key: str
+    path: Path
+    sha256: str | None = None
+
+
+@dataclass
+class Group:
+    """Copies of one photo: the kept key(s), the dropped ones, reasons and scores per member."""
+
+    kept: list[str]
+    dropped: list[str]
+    reason: str
+    reasons: dict[str, str]
+    scores: dict[str, dict[str, float]]
+    similarity: dict[str, float]
+
+
+@dataclass
+class DedupResult:
+    groups: list[Group]
+    unique: list[str]
+    similar: list[dict[str, Any]]
+    rejected: list[dict[str, str]]
+    pinned_drops: list[str]
+    unknown_pins: list[str]
+    counters: dict[str, int] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def selected(self) -> list[str]:
+        """Every key that goes on to training, sorted."""
+        kept = [key for group in self.groups for key in group.kept]
+        return sorted([*kept, *self.unique])
+
+
+class DedupCache:
+    """Per-image features and detail measures on disk, addressed by content sha256."""
+
+    def __init__(self, root: Path) -> None:
+        self.store = RecordStore(root)
+
+    @staticmethod
+    def _key(kind: str, version: int, sha: str) -> str:
+        return RecordStore.key_for(kind, version, sha)
+
+    def features(self, sha: str) -> ImageFeatures | None:
+        data = self.store.get_bytes(self._key("features", FEATURES_VERSION, sha), ".npz")
+        return ImageFeatures.from_bytes(data) if data else None
+
+    def put_features(self, sha: str, value: ImageFeatures) -> None:
+        self.store.put_bytes(self._key("features", FEATURES_VERSION, sha), value.to_bytes(), ".npz")
+
+    def detail(self, sha: str) -> DetailMeasure | None:
+        data = self.store.get_bytes(self._key("detail", DETAIL_VERSION, sha), ".npz")
+        return DetailMeasure.from_bytes(data) if data else None
+
+    def put_detail(self, sha: str, value: DetailMeasure) -> None:
+        self.store.put_bytes(self._key("detail", DETAIL_VERSION, sha), value.to_bytes(), ".npz")
+
+
+def _one_thread() -> None:
+    """Workers are as many as cores: a BLAS thread pool in each would oversubscribe them (10x
+    slower here), so each worker's numpy runs single-threaded."""
+    threadpool_limits(limits=1)
+
+
+def _features_job(args: tuple[Path, int]) -> ImageFeatures | ImageRejected:
+    try:
+        return compute_features(*args)
+    except ImageRejected as exc:
+        return exc
+
+
+def _detail_job(args: tuple[Path, int]) -> DetailMeasure | ImageRejected:
+    try:
+        return measure_detail(*args)
+    except ImageRejected as exc:
+        return exc
+
+
+def _compare_job(args: tuple[ImageFeatures, ImageFeatures, bool]) -> PairScore:
+    return compare(*args)
+
+
+class Deduplicator:
+    """Runs the pipeline with a pool of `workers` processes and an optional on-disk cache."""
+
+    def __init__(
+        self,
+        settings: DedupSettings,
+        max_pixels: int,
+        workers: int | None = None,
+        cache: DedupCache | None = None,
+        progress: Progress | None = None,
+    ) -> None:
+        self.settings = settings
+        self.max_pixels = max_pixels
+        self.workers = max(1, workers or os.cpu_count() or 1)
+        self.cache = cache
+        self.progress = progress
+        self.counters = {
+            "features_computed": 0, "features_cached": 0, "pairs_verified": 0,
+            "details_computed": 0, "details_cached": 0,
+        }  # fmt: skip
+        self.seconds: dict[str, float] = {}
+
+    def run(self, photos: Sequence[Photo]) -> DedupResult:
+        started = time.perf_counter()
+        with self._pool() as pool:
+            features, rejected = self._features(photos, pool)
+            self.seconds["hashing"] = time.perf_counter() - started
+            ok = [p for p in photos if p.key in features]
+            relations, scores = self._relations(ok, features, pool)
+            self.seconds["verifying"] = time.perf_counter() - started - self.seconds["hashing"]
+            order = sorted(
+                range(len(ok)),
+                key=lambda i: (-features[ok[i].key].width * features[ok[i].key].height, ok[i].key),
+            )
+            accept = ("duplicate", "similar") if self.settings.drop_similar else ("duplicate",)
+            index_groups = group_items(order, relations, accept)
+            multi = [[ok[i] for i in g] for g in index_groups if len(g) > 1]
+            before_detail = time.perf_counter()
+            details = self._details([p for g in multi for p in g], pool)
+            self.seconds["scoring detail"] = time.perf_counter() - before_detail
+        by_keys = {(ok[i].key, ok[j].key): score for (i, j), score in scores.items()}
+        groups = [self._decide(members, features, details, by_keys) for members in multi]
+        self.seconds["total"] = time.perf_counter() - started
+        grouped = {p.key for g in multi for p in g}
+        drop = set(self.settings.drop)
+        similar = [
+            {"a": ok[i].key, "b": ok[j].key, **_rounded(scores[i, j])}
+            for (i, j), relation in sorted(relations.items())
+            if relation == "similar" and not _same_group(ok[i].key, ok[j].key, groups)
+        ]
+        settings = self.settings
+        pinned = {
+            *settings.keep,
+            *settings.drop,
+            *(name for names in settings.not_duplicates for name in names),
+        }
+        return DedupResult(
+            groups=groups,
+            unique=[p.key for p in ok if p.key not in grouped and p.key not in drop],
+            similar=similar,
+            rejected=rejected,
+            pinned_drops=sorted(p.key for p in ok if p.key not in grouped and p.key in drop),
+            unknown_pins=sorted(pinned - {p.key for p in photos}),
+            counters=dict(self.counters),
+            seconds={name: round(value, 3) for name, value in self.seconds.items()},
+        )
+
+    def _pool(self) -> Executor:
+        if self.workers == 1:
+            return ThreadPoolExecutor(max_workers=1)
+        methods = multiprocessing.get_all_start_methods()
+        context = multiprocessing.get_context("fork" if "fork" in methods else None)
+        return ProcessPoolExecutor(max_workers=self.workers, mp_context=context, initializer=_one_thread)
+
+    def _map(self, pool: Executor, job: Callable[[T], R], items: list[T], stage: str) -> list[R]:
+        results: list[R] = []
+        chunk = max(1, min(16, len(items) // (self.workers * 4) or 1))
+        for result in pool.map(job, items, chunksize=chunk):
+            results.append(result)
+            if self.progress:
+                self.progress(stage, len(results), len(items))
+        return results
+
+    def _features(
+        self, photos: Sequence[Photo], pool: Executor
+    ) -> tuple[dict[str, ImageFeatures], list[dict[str, str]]]:
+        features: dict[str, ImageFeatures] = {}
+        by_content: dict[str, ImageFeatures] = {}
+        todo: list[Photo] = []
+        for photo in photos:
+            cached = self._cached(photo, by_content, self.cache.features if self.cache else None)
+            if cached is not None:
+                features[photo.key] = cached
+                self.counters["features_cached"] += 1
+            else:
+                todo.append(photo)
+        rejected: list[dict[str, str]] = []
+        # Byte-identical files are decoded once.
+        first: dict[str, Photo] = {}
+        for photo in todo:
+            first.setdefault(photo.sha256 or photo.key, photo)
+        unique_todo = list(first.values())
+        results = self._map(pool, _features_job, [(p.path, self.max_pixels) for p in unique_todo], "hashing")
+        computed = dict(zip([p.sha256 or p.key for p in unique_todo], results, strict=True))
+        for photo in todo:
+            result = computed[photo.sha256 or photo.key]
+            if isinstance(result, ImageRejected):
+                rejected.append({"path": photo.key, "error": f"{result.reason}: {result.detail}"})
+                continue
+            features[photo.key] = result
+        for photo in unique_todo:
+            result = computed[photo.sha256 or photo.key]
+            if not isinstance(result, ImageRejected):
+                self.counters["features_computed"] += 1
+                if self.cache and photo.sha256:
+                    self.cache.put_features(photo.sha256, result)
+        return features, rejected
+
+    @staticmethod
+    def _cached(photo: Photo, by_content: dict[str, Any], lookup: Callable[[str], Any] | None) -> Any:
+        if not photo.sha256 or lookup is None:
+            return None
+        if photo.sha256 not in by_content:
+            by_content[photo.sha256] = lookup(photo.sha256)
+        return by_content[photo.sha256]
+
+    def _relations(
+        self, photos: list[Photo], features: dict[str, ImageFeatures], pool: Executor
+    ) -> tuple[dict[tuple[int, int], str], dict[tuple[int, int], PairScore]]:
+        feats = [features[p.key] for p in photos]
+        pairs = candidate_pairs(
+            [f.phash for f in feats],
+            [f.dhash for f in feats],
+            [f.phash_center for f in feats],
+            self.settings.crop_tolerant,
+        )
+        forbidden = _forbidden_pairs(self.settings.not_duplicates)
+        exact = {
+            (i, j)
+            for i in range(len(photos))
+            for j in range(i + 1, len(photos))
+            if photos[i].sha256 and photos[i].sha256 == photos[j].sha256
+        }
+        keys = [p.key for p in photos]
+        pairs = sorted(
+            pair for pair in set(pairs) | exact if frozenset((keys[pair[0]], keys[pair[1]])) not in forbidden
+        )
+        to_verify = [pair for pair in pairs if pair not in exact]
+        results = self._map(
+            pool,
+            _compare_job,
+            [(feats[i], feats[j], self.settings.crop_tolerant) for i, j in to_verify],
+            "verifying",
+        )
+        self.counters["pairs_verified"] = len(to_verify)
+        scores: dict[tuple[int, int], PairScore] = dict(zip(to_verify, results, strict=True))
+        identical = PairScore(grid=1.0, colour=1.0, structure=1.0, detail=1.0, cropped=False, scale=1.0)
+        scores.update({pair: identical for pair in pairs if pair in exact})
+        threshold = self.settings.threshold
+        relations = {pair: rel for pair, score in scores.items() if (rel := score.relation(threshold))}
+        return relations, scores
+
+    def _details(self, photos: list[Photo], pool: Executor) -> dict[str, DetailMeasure]:
+        details: dict[str, DetailMeasure] = {}
+        by_content: dict[str, Any] = {}
+        todo = []
+        for photo in photos:
+            cached = self._cached(photo, by_content, self.cache.detail if self.cache else None)
+            if cached is not None:
+                details[photo.key] = cached
+                self.counters["details_cached"] += 1
+            else:
+                todo.append(photo)
+        results = self._map(pool, _detail_job, [(p.path, self.max_pixels) for p in todo], "scoring detail")
+        for photo, result in zip(todo, results, strict=True):
+            if isinstance(result, ImageRejected):
+                raise RuntimeError(f"{photo.key}: decoded for hashing but not for detail: {result}")
+            details[photo.key] = result
+            self.counters["details_computed"] += 1
+            if self.cache and photo.sha256:
+                self.cache.put_detail(photo.sha256, result)
+        return details
+
+    def _decide(
+        self,
+        members: list[Photo],
+        features: dict[str, ImageFeatures],
+        details: dict[str, DetailMeasure],
+        scores: dict[tuple[str, str], PairScore],
+    ) -> Group:
+        """Keep-best for one group, then the pins: `keep` always kept, `drop` always dropped."""
+        keep, drop = set(self.settings.keep), set(self.settings.drop)
+
+        def pair(a: str, b: str) -> tuple[PairScore, bool]:
+            """The score of (a, b) and whether it was measured the other way round."""
+            return (scores[a, b], False) if (a, b) in scores else (scores[b, a], True)
+
+        def density(key: str) -> float:
+            if key == members[0].key:
+                return 1.0
+            score, flipped = pair(members[0].key, key)
+            return 1.0 / score.scale if flipped else score.scale
+
+        candidates = [_candidate(p, features[p.key], details[p.key], density(p.key)) for p in members]
+        decision = choose(candidates)
+        reasons = dict(decision.reasons)
+        pinned_keep = [c.key for c in candidates if c.key in keep and c.key not in drop]
+        if pinned_keep:
+            kept = pinned_keep
+            for key in reasons:
+                pinned = ", ".join(kept)
+                reasons[key] = (
+                    "kept: pinned in [dedup] keep"
+                    if key in kept
+                    else f"dropped: duplicate of pinned {pinned}"
+                )
+        elif decision.kept in drop and (allowed := [c for c in candidates if c.key not in drop]):
+            fallback = choose(allowed)
+            kept = [fallback.kept]
+            reasons.update(fallback.reasons)
+        else:
+            kept = [decision.kept] if decision.kept not in drop else []
+        for key in drop & reasons.keys():
+            reasons[key] = "dropped: pinned in [dedup] drop"
+        anchor = kept[0] if kept else decision.kept
+        similarity = {
+            c.key: 1.0 if c.key == anchor else round(pair(anchor, c.key)[0].colour, 4) for c in candidates
+        }
+        return Group(
+            kept=kept,
+            dropped=[c.key for c in candidates if c.key not in kept],
+            reason=reasons[anchor] if kept else "dropped: every copy is pinned in [dedup] drop",
+            reasons=reasons,
+            scores=decision.scores,
+            similarity=similarity,
+        )
+
+
+def _candidate(photo: Photo, features: ImageFeatures, detail: DetailMeasure, density: float) -> Candidate:
+    return Candidate(
+        key=photo.key,
+        measure=detail,
+        format=features.format,
+        jpeg_quality=features.jpeg_quality,
+        density=density,
+    )
+
+
+def _forbidden_pairs(groups: Iterable[Sequence[str]]) -> set[frozenset[str]]:
+    return {frozenset((a, b)) for names in groups for a in names for b in names if a != b}
+
+
+def _same_group(a: str, b: str, groups: list[Group]) -> bool:
+    return any({a, b} <= {*g.kept, *g.dropped} for g in groups)
+
+
+def _rounded(score: PairScore) -> dict[str, float]:
+    return {
+        "colour": round(score.colour, 4),
+        "structure": round(score.structure, 4),
+        "detail": round(score.detail, 4),
+        "grid": round(score.grid, 4),
+    }

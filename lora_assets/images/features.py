@@ -1,0 +1,114 @@
+"""Per-image features for near-duplicate search, from one reduced decode (JPEG DCT scaling to ≈512 px).
+
+- `phash` (primary) and `dhash` (secondary): 64-bit perceptual hashes from `imagehash`;
+- `phash_center`: pHash of the central 84 %, which is what a copy trimmed by a few % a side
+  hashes like, so crop candidates are found by the same popcount search;
+- `grid`: a 32x32 colour layout (cell means), the score image viewers' "find duplicates" use;
+- `thumb`: an RGB thumbnail (long side 128 px, aspect kept) for crop-aware verification.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import imagehash
+import numpy as np
+import scipy.fftpack  # noqa: F401 - imagehash.phash imports it lazily; import once before workers fork
+from PIL import Image
+
+from lora_assets.images.decode import decode_oriented
+from lora_assets.images.jpeg_quality import estimate_jpeg_quality
+
+HASH_DECODE_SIDE = 512
+GRID_SIDE = 32
+THUMB_SIDE = 128
+CENTER_KEEP = 0.84
+FEATURES_VERSION = 3
+
+
+@dataclass(frozen=True)
+class ImageFeatures:
+    """Everything grouping needs about one image; small enough to keep thousands in memory."""
+
+    width: int
+    height: int
+    format: str | None
+    jpeg_quality: int | None
+    phash: int
+    dhash: int
+    phash_center: int
+    grid: np.ndarray
+    thumb: np.ndarray
+
+    def to_bytes(self) -> bytes:
+        """Compact serialisation for the per-image cache."""
+        buffer = io.BytesIO()
+        np.savez(
+            buffer,
+            meta=np.array([self.width, self.height, -1 if self.jpeg_quality is None else self.jpeg_quality]),
+            format=np.array(self.format or ""),
+            hashes=np.array([self.phash, self.dhash, self.phash_center], dtype=np.uint64),
+            grid=self.grid,
+            thumb=self.thumb,
+        )
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> ImageFeatures:
+        with np.load(io.BytesIO(data)) as stored:
+            width, height, quality = (int(v) for v in stored["meta"])
+            phash, dhash, center = (int(v) for v in stored["hashes"])
+            fmt = str(stored["format"]) or None
+            return cls(
+                width,
+                height,
+                fmt,
+                None if quality < 0 else quality,
+                phash,
+                dhash,
+                center,
+                stored["grid"],
+                stored["thumb"],
+            )
+
+
+def hash_to_int(value: imagehash.ImageHash) -> int:
+    """An imagehash 64-bit hash as a Python int (bit order of `hash.flatten()`)."""
+    bits = value.hash.flatten()
+    return int("".join("1" if bit else "0" for bit in bits), 2)
+
+
+def features_of_image(
+    image: Image.Image, width: int, height: int, fmt: str | None = None, jpeg_quality: int | None = None
+) -> ImageFeatures:
+    """Features of an oriented RGB image (usually a reduced decode of a `width` x `height` photo)."""
+    cx = round(image.width * (1 - CENTER_KEEP) / 2)
+    cy = round(image.height * (1 - CENTER_KEEP) / 2)
+    center = image.crop((cx, cy, image.width - cx, image.height - cy))
+    grid = np.asarray(image.resize((GRID_SIDE, GRID_SIDE), Image.Resampling.BOX), dtype=np.uint8)
+    thumb = image.copy()
+    thumb.thumbnail((THUMB_SIDE, THUMB_SIDE), Image.Resampling.BOX)
+    return ImageFeatures(
+        width=width,
+        height=height,
+        format=fmt,
+        jpeg_quality=jpeg_quality,
+        phash=hash_to_int(imagehash.phash(image)),
+        dhash=hash_to_int(imagehash.dhash(image)),
+        phash_center=hash_to_int(imagehash.phash(center)),
+        grid=grid,
+        thumb=np.asarray(thumb, dtype=np.uint8),
+    )
+
+
+def compute_features(path: Path, max_pixels: int) -> ImageFeatures:
+    """Decode `path` reduced to about 512 px (EXIF orientation applied) and compute its features."""
+    decoded = decode_oriented(path, max_pixels, draft_side=HASH_DECODE_SIDE)
+    image = decoded.image
+    factor = max(image.size) // HASH_DECODE_SIDE
+    if factor > 1:  # the hashes work at 32 px; a box reduction to ~512 px first is 3x cheaper
+        image = image.reduce(factor)
+    quality = estimate_jpeg_quality(decoded.quantization)
+    return features_of_image(image, *decoded.native_size, decoded.format, quality)

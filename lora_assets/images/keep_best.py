@@ -1,0 +1,197 @@
+"""Choose the copy with the most real detail in a group of duplicates, and say why.
+
+Criteria, in order, each with a tolerance so that measurement noise never decides:
+1. effective resolution: native megapixels x effective scale², every member measured against
+   the same *content* frequency (so a 2x upscale measures half its source's scale and collapses
+   to its source's effective megapixels; a blurred copy collapses further);
+2. sharpness at a common scale (every member resized so that the same content spans the same
+   number of pixels as in the least dense member, so a trimmed copy is not "sharper" for being
+   zoomed in);
+3. real detail per pixel (effective scale): between copies with equal real detail, the one
+   whose pixels are not padding, i.e. the source rather than its upscale;
+4. JPEG quality, among JPEG members (a PNG says nothing of the quality of what it was saved
+   from, so lossless members are neither preferred nor dropped here);
+5. native pixel count, then the path (deterministic).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from lora_assets.images.detail import REFERENCE_SCALE, DetailMeasure, resize_gray, sharpness
+
+EFFECTIVE_TOLERANCE = 1.25
+# A denser copy (more pixels per unit of content) must win by more: interpolation leaks a little
+# energy above an upscale's real cutoff, which inflated 2x upscales by up to 1.31x in the dedup
+# benchmark, while an original beat its half-size copy by at least 1.47x (unless it is so soft
+# that the half holds all of its detail).
+DENSER_TOLERANCE = 1.4
+DENSITY_STEP = 1.2  # copies closer in density than this count as the same pixel grid
+SCALE_TOLERANCE = 1.3
+# Blur divides sharpness several times over; re-encoding moves it by tens of per cent.
+SHARPNESS_TOLERANCE = 1.5
+QUALITY_TOLERANCE = 5
+LOSSLESS_FORMATS = frozenset({"PNG", "TIFF", "BMP"})
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One member of a duplicate group, as measured."""
+
+    key: str
+    measure: DetailMeasure
+    format: str | None
+    jpeg_quality: int | None
+    density: float = 1.0  # pixels per unit of shared content, relative to one group member
+
+    @property
+    def width(self) -> int:
+        return self.measure.width
+
+    @property
+    def native_mp(self) -> float:
+        return self.measure.native_mp
+
+    @property
+    def quality(self) -> int:
+        """Estimated JPEG quality; -1 (unknown) for lossless formats; 90 for other lossy ones (WebP)."""
+        if self.jpeg_quality is not None:
+            return self.jpeg_quality
+        return -1 if self.format in LOSSLESS_FORMATS else 90
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The kept member, the step that decided, and one line per member."""
+
+    kept: str
+    reasons: dict[str, str]
+    scores: dict[str, dict[str, float]]
+
+
+def choose(members: Sequence[Candidate]) -> Decision:
+    """Pick the member to keep; every other member gets a reason naming the deciding criterion."""
+    if not members:
+        raise ValueError("empty group")
+    scale = {m.key: m.measure.effective_scale for m in members}
+    effective = {m.key: m.native_mp * scale[m.key] ** 2 for m in members}
+    eliminated_at: dict[str, str] = {}
+    for member in members:
+        if any(other is not member and _more_detail(other, member) for other in members):
+            eliminated_at[member.key] = "effective"
+    contenders = [m for m in members if m.key not in eliminated_at]
+    # Sharpness at the lowest content density a contender offers (its grey copy may be smaller).
+    target = min(m.density * min(1.0, m.measure.gray.shape[1] / m.width) for m in contenders)
+    sharp = {
+        m.key: sharpness(resize_gray(m.measure.gray, round(m.width * target / m.density))) for m in contenders
+    }
+    steps: list[tuple[str, Callable[[Candidate], float], Callable[[float, float], bool]]] = [
+        ("sharpness", lambda m: sharp[m.key], lambda best, v: v * SHARPNESS_TOLERANCE >= best),
+        ("per-pixel", lambda m: scale[m.key], lambda best, v: v * SCALE_TOLERANCE >= best),
+        ("quality", lambda m: float(m.quality), lambda best, v: v < 0 or v + QUALITY_TOLERANCE >= best),
+        ("size", lambda m: m.native_mp, lambda best, v: v >= best),
+    ]
+    for name, value, survives in steps:
+        best = max(value(m) for m in contenders)
+        for member in contenders:
+            if not survives(best, value(member)):
+                eliminated_at[member.key] = name
+        contenders = [m for m in contenders if m.key not in eliminated_at]
+    kept = min(contenders, key=lambda m: (m.format not in LOSSLESS_FORMATS, -m.quality, m.key))
+    measured = Measured(effective, scale, sharp)
+    reasons = {kept.key: _kept_reason(kept, members, eliminated_at, measured)}
+    for member in members:
+        if member.key != kept.key:
+            step = eliminated_at.get(member.key, "tie")
+            reasons[member.key] = (
+                f"dropped: duplicate of {kept.key}; {_compare(step, kept, member, measured)}"
+            )
+    scores = {
+        m.key: {
+            "effective_mp": round(effective[m.key], 3),
+            "native_mp": round(m.native_mp, 3),
+            "effective_scale": round(scale[m.key], 3),
+            "sharpness": round(sharp.get(m.key, 0.0), 2),
+            "quality": float(m.quality),
+        }
+        for m in members
+    }
+    return Decision(kept.key, reasons, scores)
+
+
+def _more_detail(a: Candidate, b: Candidate) -> bool:
+    """Whether `a` holds clearly more real detail than `b`.
+
+    Both are judged against one *content* frequency: 1/8 of the denser one's Nyquist, which in
+    the other's pixels is 1/8 x the density ratio. A 2x upscale then measures half its source's
+    scale and collapses to the source's effective megapixels; a copy at the same density is
+    judged with the usual 1/8 reference."""
+    ratio = a.density / b.density
+    reference_a = REFERENCE_SCALE * max(1.0, 1.0 / ratio)
+    reference_b = REFERENCE_SCALE * max(1.0, ratio)
+    effective_a = a.native_mp * a.measure.scale_at(reference_a) ** 2
+    effective_b = b.native_mp * b.measure.scale_at(reference_b) ** 2
+    margin = DENSER_TOLERANCE if ratio > DENSITY_STEP else EFFECTIVE_TOLERANCE
+    return effective_a > effective_b * margin
+
+
+@dataclass(frozen=True)
+class Measured:
+    """Per-member values computed for one group (they depend on the other members)."""
+
+    effective: dict[str, float]
+    scale: dict[str, float]
+    sharp: dict[str, float]
+
+
+def _kept_reason(
+    kept: Candidate, members: Sequence[Candidate], eliminated_at: dict[str, str], measured: Measured
+) -> str:
+    """'kept: <criterion that separated it from the runner-up>' (the member that lasted longest)."""
+    order = ["effective", "sharpness", "per-pixel", "quality", "size"]
+    others = [m for m in members if m.key != kept.key]
+    if not others:
+        return "kept: only member"
+    runner_up = max(others, key=lambda m: (order.index(eliminated_at.get(m.key, "size")), m.key))
+    step = eliminated_at.get(runner_up.key, "tie")
+    return "kept: " + _compare(step, kept, runner_up, measured, kept_view=True)
+
+
+def _label(member: Candidate, kept: Candidate, measured: Measured) -> str:
+    """A short hint of what the dropped member looks like next to the kept one."""
+    more_pixels = member.native_mp > kept.native_mp * 1.2
+    if more_pixels and measured.effective[member.key] < measured.effective[kept.key] * EFFECTIVE_TOLERANCE:
+        return " (upscale)"
+    if measured.scale[member.key] < 0.6 and member.native_mp >= kept.native_mp * 0.8:
+        return " (soft: blurred or upscaled)"
+    if member.native_mp < kept.native_mp * 0.8:
+        return " (smaller)"
+    return ""
+
+
+def _compare(
+    step: str, kept: Candidate, other: Candidate, measured: Measured, kept_view: bool = False
+) -> str:
+    """One clause comparing `kept` with `other` on the criterion that decided."""
+    label = _label(other, kept, measured)
+    effective, sharp = measured.effective, measured.sharp
+    if step == "effective":
+        head = "highest effective resolution" if kept_view else "lower effective resolution"
+        return f"{head} {effective[kept.key]:.1f} MP vs {effective[other.key]:.1f} MP{label}"
+    if step == "sharpness":
+        head = "sharpest at a common scale" if kept_view else "less sharp at a common scale"
+        return f"{head} ({sharp[kept.key]:.0f} vs {sharp[other.key]:.0f}){label}"
+    if step == "per-pixel":
+        head = "same real detail in fewer pixels" if kept_view else "same real detail spread over more pixels"
+        return (
+            f"{head} ({effective[kept.key]:.1f} of {kept.native_mp:.1f} MP vs "
+            f"{effective[other.key]:.1f} of {other.native_mp:.1f} MP){label}"
+        )
+    if step == "quality":
+        head = "highest JPEG quality" if kept_view else "lower JPEG quality"
+        return f"{head} (q{kept.quality} vs q{other.quality})"
+    if step == "size":
+        head = "largest" if kept_view else "smaller"
+        return f"{head} ({kept.native_mp:.1f} MP vs {other.native_mp:.1f} MP)"
+    return "same detail, quality and size; first by name" + ("" if kept_view else f" ({kept.key})")

@@ -1,0 +1,155 @@
+"""The dedup library on real photos and the copies the web makes of them."""
+
+import shutil
+
+import pytest
+
+from lora_assets.images.dedup import Deduplicator, Photo
+from lora_assets.images.features import compute_features
+from lora_assets.images.similarity import compare
+from lora_assets.settings import DedupSettings
+from lora_assets_tests import photo_factory as pf
+from lora_assets_tests.conftest import sample_photo, snapshot
+
+MAX_PIXELS = 120_000_000
+KEEPABLE = {"original.jpg", "lossless.png"}
+
+
+def run(folder, **settings):
+    photos = [Photo(p.relative_to(folder).as_posix(), p) for p in sorted(folder.rglob("*")) if p.is_file()]
+    return Deduplicator(DedupSettings(**settings), MAX_PIXELS, workers=2).run(photos)
+
+
+def group_of(result, key):
+    return next((g for g in result.groups if key in g.kept + g.dropped), None)
+
+
+@pytest.fixture(scope="module")
+def variants(tmp_path_factory):
+    """One real photo with every kind of copy the issue names, in a folder of its own."""
+    folder = tmp_path_factory.mktemp("variants")
+    source = folder / "original.jpg"
+    shutil.copy2(sample_photo("portrait-grace-hopper.jpg"), source)
+    pf.variant_lossless(source, folder / "lossless.png")
+    pf.variant_reencode(source, folder / "reencode-q30.jpg", quality=30)
+    pf.variant_downscale(source, folder / "downscale-half.jpg", 0.5)
+    pf.variant_thumbnail(source, folder / "thumbnail.jpg", 160)
+    pf.variant_upscale(source, folder / "upscale-3x-of-third.jpg", 3)
+    pf.variant_enlarge(source, folder / "web-upscale-2x.png", 2.0)
+    pf.variant_crop(source, folder / "crop-4pct.jpg", 0.04)
+    pf.variant_blur(source, folder / "blurred.jpg", 2.5)
+    return folder
+
+
+def test_every_kind_of_copy_is_grouped_with_its_original_and_the_original_is_kept(variants):
+    result = run(variants)
+    assert len(result.groups) == 1
+    group = result.groups[0]
+    assert sorted(group.kept + group.dropped) == sorted(p.name for p in variants.iterdir())
+    assert group.kept[0] in KEEPABLE, group.reasons
+    assert result.unique == [] and result.rejected == []
+    assert group.reason.startswith("kept: ")
+    for key in group.dropped:
+        assert group.reasons[key].startswith(f"dropped: duplicate of {group.kept[0]}; ")
+    assert set(group.scores["original.jpg"]) >= {"effective_mp", "native_mp", "sharpness", "quality"}
+
+
+def test_an_upscale_is_never_kept_over_its_source(tmp_path):
+    source = tmp_path / "source.jpg"
+    shutil.copy2(sample_photo("citrus-slices.jpg"), source)
+    pf.variant_enlarge(source, tmp_path / "bigger-upscale.png", 2.0)
+    pf.variant_upscale(source, tmp_path / "same-size-upscale.jpg", 3)
+    result = run(tmp_path)
+    (group,) = result.groups
+    assert group.kept == ["source.jpg"]
+    assert (
+        "upscale" in group.reasons["bigger-upscale.png"] or "effective" in group.reasons["bigger-upscale.png"]
+    )
+    assert group.scores["bigger-upscale.png"]["native_mp"] > 3 * group.scores["source.jpg"]["native_mp"]
+
+
+def test_two_halves_of_one_photo_are_not_grouped(tmp_path):
+    source = sample_photo("honey-bee-on-aster.jpg")
+    pf.variant_half(source, tmp_path / "left.jpg", "left")
+    pf.variant_half(source, tmp_path / "right.jpg", "right")
+    result = run(tmp_path)
+    assert result.groups == [] and sorted(result.unique) == ["left.jpg", "right.jpg"]
+
+
+def test_bracketed_exposures_are_similar_not_dropped_unless_asked(tmp_path):
+    source = sample_photo("citrus-slices.jpg")
+    shutil.copy2(source, tmp_path / "ev0.jpg")
+    pf.variant_exposure(source, tmp_path / "ev-1.jpg", -1.0)
+    pf.variant_exposure(source, tmp_path / "ev+1.jpg", 1.0)
+    result = run(tmp_path)
+    assert result.groups == []
+    assert sorted(result.unique) == ["ev+1.jpg", "ev-1.jpg", "ev0.jpg"]
+    assert {frozenset((p["a"], p["b"])) for p in result.similar} >= {
+        frozenset(("ev0.jpg", "ev-1.jpg")), frozenset(("ev0.jpg", "ev+1.jpg"))
+    }  # fmt: skip
+
+    dropping = run(tmp_path, drop_similar=True)
+    assert len(dropping.groups) == 1 and len(dropping.selected) < 3
+
+
+def test_a_chain_of_matches_is_not_merged_into_one_group(tmp_path):
+    source = sample_photo("citrus-slices.jpg")
+    paths = {
+        "a.jpg": pf.variant_exposure(source, tmp_path / "a.jpg", 0.0),
+        "b.jpg": pf.variant_exposure(source, tmp_path / "b.jpg", 0.3),
+        "c.jpg": pf.variant_exposure(source, tmp_path / "c.jpg", 0.6),
+    }
+    features = {k: compute_features(p, MAX_PIXELS) for k, p in paths.items()}
+    relation = {
+        pair: compare(features[pair[0]], features[pair[1]]).relation(0.9)
+        for pair in [("a.jpg", "b.jpg"), ("b.jpg", "c.jpg"), ("a.jpg", "c.jpg")]
+    }
+    assert relation == {
+        ("a.jpg", "b.jpg"): "duplicate",
+        ("b.jpg", "c.jpg"): "duplicate",
+        ("a.jpg", "c.jpg"): "similar",
+    }
+
+    result = run(tmp_path)
+    assert all(not {"a.jpg", "c.jpg"} <= set(g.kept + g.dropped) for g in result.groups)
+    assert {"a.jpg", "c.jpg"} <= set(result.selected)
+
+
+def test_pins_override_the_algorithm(variants, tmp_path):
+    pinned = run(variants, keep=["downscale-half.jpg"], drop=["original.jpg", "lossless.png"])
+    group = group_of(pinned, "original.jpg")
+    assert group.kept == ["downscale-half.jpg"]
+    assert group.reasons["original.jpg"] == "dropped: pinned in [dedup] drop"
+    assert group.reasons["crop-4pct.jpg"].startswith("dropped: duplicate of pinned downscale-half.jpg")
+
+    fallback = run(variants, drop=["original.jpg", "lossless.png"])
+    assert group_of(fallback, "crop-4pct.jpg").kept[0] not in {"original.jpg", "lossless.png"}
+
+    apart = run(variants, not_duplicates=[["original.jpg", "crop-4pct.jpg"]])
+    assert group_of(apart, "crop-4pct.jpg") is not group_of(apart, "original.jpg")
+
+    shutil.copy2(sample_photo("dogs-at-window.jpg"), tmp_path / "unique.jpg")
+    dropped_unique = run(tmp_path, drop=["unique.jpg"], keep=["not-there.jpg"])
+    assert dropped_unique.selected == [] and dropped_unique.pinned_drops == ["unique.jpg"]
+    assert dropped_unique.unknown_pins == ["not-there.jpg"]
+
+
+def test_a_broken_file_is_rejected_not_fatal_and_files_are_untouched(variants, tmp_path):
+    folder = tmp_path / "mixed"
+    shutil.copytree(variants, folder)
+    pf.save_truncated_jpeg(sample_photo("dogs-at-window.jpg"), folder / "broken.jpg")
+    (folder / "empty.jpg").write_bytes(b"")
+    before = snapshot(folder)
+    result = run(folder)
+    assert {r["path"] for r in result.rejected} == {"broken.jpg", "empty.jpg"}
+    assert any("truncated" in r["error"] for r in result.rejected)
+    assert len(result.groups) == 1
+    assert snapshot(folder) == before
+
+
+def test_byte_identical_files_are_one_group_without_decoding_twice(tmp_path):
+    shutil.copy2(sample_photo("citrus-slices.jpg"), tmp_path / "a.jpg")
+    shutil.copy2(sample_photo("citrus-slices.jpg"), tmp_path / "b.jpg")
+    photos = [Photo(name, tmp_path / name, "same-sha") for name in ("a.jpg", "b.jpg")]
+    result = Deduplicator(DedupSettings(), MAX_PIXELS, workers=1).run(photos)
+    assert len(result.groups) == 1 and result.counters["features_computed"] == 1
