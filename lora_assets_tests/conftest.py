@@ -86,8 +86,11 @@ class Graph:
     def materialize(
         self, selection: str, subject: str, expect_success: bool = True
     ) -> dg.ExecuteInProcessResult:
-        """Materialize a selection string (e.g. "raw_images", "captions*") for one subject."""
-        keys = dg.AssetSelection.from_string(selection).resolve(self.defs.resolve_asset_graph())
+        """Materialize comma-separated selection strings (e.g. "raw_images,captions*") for one subject."""
+        graph = self.defs.resolve_asset_graph()
+        keys = set().union(
+            *(dg.AssetSelection.from_string(part.strip()).resolve(graph) for part in selection.split(","))
+        )
         job = self.defs.resolve_implicit_global_asset_job_def()
         result = job.execute_in_process(
             instance=self.instance, partition_key=subject, asset_selection=list(keys), raise_on_error=False
