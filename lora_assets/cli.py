@@ -172,6 +172,90 @@ def _drop_none(value: object) -> object:
 
 
 @main.command()
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--similarity", default="medium", show_default=True, help="low, medium, high, or a number 0.5-1."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of a table.")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Processes (default: all cores).")
+@click.option("--crop-tolerant/--no-crop-tolerant", default=True, show_default=True)
+@click.option("--drop-similar", is_flag=True, help="Also group similar shots (bursts, brackets).")
+def dedup(
+    directory: Path,
+    similarity: str,
+    as_json: bool,
+    workers: int | None,
+    crop_tolerant: bool,
+    drop_similar: bool,
+) -> None:
+    """Find near-duplicates under DIRECTORY (recursively) and say which copy to keep. Touches nothing."""
+    import json
+
+    from tqdm import tqdm
+
+    from lora_assets.images.dedup import Deduplicator, Photo
+    from lora_assets.settings import DedupSettings, IngestSettings, parse_similarity
+
+    try:
+        settings = DedupSettings(
+            similarity=parse_similarity(similarity), crop_tolerant=crop_tolerant, drop_similar=drop_similar
+        )
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--similarity") from None
+    files = list_photo_files(directory)
+    bars: dict[str, tqdm] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage not in bars:
+            bars[stage] = tqdm(
+                total=total, desc=stage, unit="img" if stage != "verifying" else "pair", leave=False
+            )
+        bars[stage].update(done - bars[stage].n)
+
+    photos = [Photo(f.relpath, f.path) for f in files]
+    result = Deduplicator(settings, IngestSettings().max_pixels, workers, progress=progress).run(photos)
+    for bar in bars.values():
+        bar.close()
+
+    def shown(key: str) -> str:
+        return str(directory / key)
+
+    if as_json:
+        document = {
+            "groups": [
+                {
+                    "keep": shown(group.kept[0]),
+                    "drop": [shown(key) for key in group.dropped],
+                    "reason": group.reason,
+                    "scores": {shown(key): value for key, value in group.scores.items()},
+                }
+                for group in result.groups
+            ],
+            "unique": [shown(key) for key in result.unique],
+            "similar": [{**pair, "a": shown(pair["a"]), "b": shown(pair["b"])} for pair in result.similar],
+            "rejected": [{"path": shown(r["path"]), "error": r["error"]} for r in result.rejected],
+            "seconds": result.seconds,
+        }
+        click.echo(json.dumps(document, indent=2))
+        return
+    for number, group in enumerate(result.groups, 1):
+        click.echo(f"group {number}: keep {shown(group.kept[0])}  ({group.reason})")
+        for key in group.dropped:
+            click.echo(f"    drop {shown(key)}  ({group.reasons[key].removeprefix('dropped: ')})")
+    for pair in result.similar:
+        click.echo(
+            f"similar (review): {shown(pair['a'])} ~ {shown(pair['b'])}  (colour {pair['colour']:.2f})"
+        )
+    for rejected in result.rejected:
+        click.echo(f"rejected: {shown(rejected['path'])}: {rejected['error']}")
+    dropped = sum(len(g.dropped) for g in result.groups)
+    click.echo(
+        f"{len(files)} files: {len(result.groups)} duplicate groups, {dropped} to drop, "
+        f"{len(result.unique)} unique, {len(result.similar)} similar pairs, {len(result.rejected)} rejected"
+    )
+
+
+@main.command()
 @click.option("--subject", default=SAMPLE_SUBJECT, show_default=True)
 def demo(subject: str) -> None:
     """Register the sample subject and materialize every asset for it through Dagster (SQLite instance)."""

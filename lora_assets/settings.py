@@ -44,6 +44,19 @@ class IngestSettings(StageSettings):
 SIMILARITY_PRESETS: dict[str, float] = {"low": 0.85, "medium": 0.90, "high": 0.95}
 
 
+def parse_similarity(text: str) -> str | float:
+    """A `--similarity` value: a preset name or a number (validated by `DedupSettings`)."""
+    if text in SIMILARITY_PRESETS:
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.5 <= value <= 1.0:
+        raise ValueError(f"similarity must be low, medium, high or a number from 0.5 to 1, not {text!r}")
+    return value
+
+
 class DedupSettings(StageSettings):
     """`[dedup]`: near-duplicate grouping and manual pins (file names relative to `images/`)."""
 

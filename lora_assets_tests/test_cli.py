@@ -68,3 +68,40 @@ def test_settings_show_prints_effective_settings_and_versions(layout):
     layout.settings_file("alice").write_text("[captions]\nmax_wrds = 60\n")
     bad = CliRunner().invoke(main, ["--data-root", str(layout.root), "settings", "show", "alice"])
     assert bad.exit_code != 0 and "[captions] max_wrds: unknown key" in bad.output
+
+
+def test_dedup_command_prints_the_documented_json_and_touches_nothing(tmp_path):
+    import json
+
+    from lora_assets_tests import photo_factory as pf
+
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    shutil.copy2(sample_photo("citrus-slices.jpg"), folder / "citrus.jpg")
+    pf.variant_downscale(sample_photo("citrus-slices.jpg"), folder / "sub" / "citrus-small.jpg", 0.5)
+    shutil.copy2(sample_photo("dogs-at-window.jpg"), folder / "dogs.jpg")
+    (folder / "broken.jpg").write_text("not a jpeg")
+    before = snapshot(folder)
+    result = CliRunner().invoke(
+        main, ["dedup", str(folder), "--json", "--workers", "1"], catch_exceptions=False
+    )
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert set(document) >= {"groups", "unique", "rejected"}
+    (group,) = document["groups"]
+    assert group["keep"] == str(folder / "citrus.jpg")
+    assert group["drop"] == [str(folder / "sub" / "citrus-small.jpg")]
+    assert group["reason"].startswith("kept: ")
+    assert set(group["scores"]) == {group["keep"], *group["drop"]}
+    assert document["unique"] == [str(folder / "dogs.jpg")]
+    assert document["rejected"] == [
+        {"path": str(folder / "broken.jpg"), "error": document["rejected"][0]["error"]}
+    ]
+    assert document["rejected"][0]["error"].startswith("not an image")
+    assert snapshot(folder) == before
+
+    table = CliRunner().invoke(main, ["dedup", str(folder), "--similarity", "high"], catch_exceptions=False)
+    assert "group 1: keep" in table.output and "4 files: 1 duplicate groups, 1 to drop" in table.output
+
+    bad = CliRunner().invoke(main, ["dedup", str(folder), "--similarity", "1.5"])
+    assert bad.exit_code != 0 and "similarity must be low, medium, high or a number" in bad.output
