@@ -12,7 +12,7 @@ from lora_assets.assets.sources import settings_source
 from lora_assets.assets.subject_run import SubjectRun
 from lora_assets.digests import hash_lines
 from lora_assets.images.contact_sheet import Tile, contact_sheet, markdown_image
-from lora_assets.images.dedup import DedupCache, Deduplicator, DedupResult, Photo
+from lora_assets.images.dedup import Deduplicator, DedupResult, Photo
 from lora_assets.images.detail import DETAIL_VERSION
 from lora_assets.images.features import FEATURES_VERSION
 from lora_assets.images.inventory import thumbnail_path
@@ -73,7 +73,7 @@ def deduped_images(context: dg.AssetExecutionContext, data_root: DataRoot) -> dg
         run.settings.dedup,
         run.settings.ingest.max_pixels,
         workers=min(4, os.cpu_count() or 1),
-        cache=DedupCache(out / "cache"),
+        cache=run.measure_cache(),
         progress=lambda stage, done, total: progress[stage](done, total),
     ).run(photos)
     for pin in result.unknown_pins:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from lora_assets.images.dedup import DedupCache
 from lora_assets.settings import SubjectSettings, load_subject_settings
 from lora_assets.storage import DataLayout, DataRoot
 
@@ -29,6 +30,10 @@ class SubjectRun:
         subject = context.partition_key
         settings = load_subject_settings(layout.settings_file(subject), subject)
         return cls(subject, layout, settings, context.log)
+
+    def measure_cache(self) -> DedupCache:
+        """Per-image hashes and detail measures by sha256, shared by dedup and filter."""
+        return DedupCache(self.layout.work_dir(self.subject, "measures"))
 
     def work_dir(self, stage: str) -> Path:
         path = self.layout.work_dir(self.subject, stage)

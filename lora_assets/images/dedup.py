@@ -122,8 +122,75 @@ def _compare_job(args: tuple[ImageFeatures, ImageFeatures, bool]) -> PairScore:
     return compare(*args)
 
 
-class Deduplicator:
-    """Runs the pipeline with a pool of `workers` processes and an optional on-disk cache."""
+class ImageWorkers:
+    """A pool of `workers` processes over photos, with an optional per-image cache by sha256."""
+
+    def __init__(
+        self,
+        max_pixels: int,
+        workers: int | None = None,
+        cache: DedupCache | None = None,
+        progress: Progress | None = None,
+    ) -> None:
+        self.max_pixels = max_pixels
+        self.workers = max(1, workers or os.cpu_count() or 1)
+        self.cache = cache
+        self.progress = progress
+        self.counters = {"details_computed": 0, "details_cached": 0}
+
+    def measure_details(self, photos: Sequence[Photo]) -> dict[str, DetailMeasure]:
+        """Detail measures of `photos` by key (cached by sha256); raises on an unreadable photo."""
+        with self._pool() as pool:
+            return self._details(list(photos), pool)
+
+    def _pool(self) -> Executor:
+        if self.workers == 1:
+            return ThreadPoolExecutor(max_workers=1)
+        methods = multiprocessing.get_all_start_methods()
+        context = multiprocessing.get_context("fork" if "fork" in methods else None)
+        return ProcessPoolExecutor(max_workers=self.workers, mp_context=context, initializer=_one_thread)
+
+    def _map(self, pool: Executor, job: Callable[[T], R], items: list[T], stage: str) -> list[R]:
+        results: list[R] = []
+        chunk = max(1, min(16, len(items) // (self.workers * 4) or 1))
+        for result in pool.map(job, items, chunksize=chunk):
+            results.append(result)
+            if self.progress:
+                self.progress(stage, len(results), len(items))
+        return results
+
+    @staticmethod
+    def _cached(photo: Photo, by_content: dict[str, Any], lookup: Callable[[str], Any] | None) -> Any:
+        if not photo.sha256 or lookup is None:
+            return None
+        if photo.sha256 not in by_content:
+            by_content[photo.sha256] = lookup(photo.sha256)
+        return by_content[photo.sha256]
+
+    def _details(self, photos: list[Photo], pool: Executor) -> dict[str, DetailMeasure]:
+        details: dict[str, DetailMeasure] = {}
+        by_content: dict[str, Any] = {}
+        todo = []
+        for photo in photos:
+            cached = self._cached(photo, by_content, self.cache.detail if self.cache else None)
+            if cached is not None:
+                details[photo.key] = cached
+                self.counters["details_cached"] += 1
+            else:
+                todo.append(photo)
+        results = self._map(pool, _detail_job, [(p.path, self.max_pixels) for p in todo], "scoring detail")
+        for photo, result in zip(todo, results, strict=True):
+            if isinstance(result, ImageRejected):
+                raise RuntimeError(f"{photo.key}: decoded for hashing but not for detail: {result}")
+            details[photo.key] = result
+            self.counters["details_computed"] += 1
+            if self.cache and photo.sha256:
+                self.cache.put_detail(photo.sha256, result)
+        return details
+
+
+class Deduplicator(ImageWorkers):
+    """The whole pipeline (see module docstring) with `dedup` settings."""
 
     def __init__(
         self,
@@ -133,15 +200,9 @@ class Deduplicator:
         cache: DedupCache | None = None,
         progress: Progress | None = None,
     ) -> None:
+        super().__init__(max_pixels, workers, cache, progress)
         self.settings = settings
-        self.max_pixels = max_pixels
-        self.workers = max(1, workers or os.cpu_count() or 1)
-        self.cache = cache
-        self.progress = progress
-        self.counters = {
-            "features_computed": 0, "features_cached": 0, "pairs_verified": 0,
-            "details_computed": 0, "details_cached": 0,
-        }  # fmt: skip
+        self.counters.update({"features_computed": 0, "features_cached": 0, "pairs_verified": 0})
         self.seconds: dict[str, float] = {}
 
     def run(self, photos: Sequence[Photo]) -> DedupResult:
@@ -189,22 +250,6 @@ class Deduplicator:
             seconds={name: round(value, 3) for name, value in self.seconds.items()},
         )
 
-    def _pool(self) -> Executor:
-        if self.workers == 1:
-            return ThreadPoolExecutor(max_workers=1)
-        methods = multiprocessing.get_all_start_methods()
-        context = multiprocessing.get_context("fork" if "fork" in methods else None)
-        return ProcessPoolExecutor(max_workers=self.workers, mp_context=context, initializer=_one_thread)
-
-    def _map(self, pool: Executor, job: Callable[[T], R], items: list[T], stage: str) -> list[R]:
-        results: list[R] = []
-        chunk = max(1, min(16, len(items) // (self.workers * 4) or 1))
-        for result in pool.map(job, items, chunksize=chunk):
-            results.append(result)
-            if self.progress:
-                self.progress(stage, len(results), len(items))
-        return results
-
     def _features(
         self, photos: Sequence[Photo], pool: Executor
     ) -> tuple[dict[str, ImageFeatures], list[dict[str, str]]]:
@@ -239,14 +284,6 @@ class Deduplicator:
                 if self.cache and photo.sha256:
                     self.cache.put_features(photo.sha256, result)
         return features, rejected
-
-    @staticmethod
-    def _cached(photo: Photo, by_content: dict[str, Any], lookup: Callable[[str], Any] | None) -> Any:
-        if not photo.sha256 or lookup is None:
-            return None
-        if photo.sha256 not in by_content:
-            by_content[photo.sha256] = lookup(photo.sha256)
-        return by_content[photo.sha256]
 
     def _relations(
         self, photos: list[Photo], features: dict[str, ImageFeatures], pool: Executor
@@ -283,27 +320,6 @@ class Deduplicator:
         threshold = self.settings.threshold
         relations = {pair: rel for pair, score in scores.items() if (rel := score.relation(threshold))}
         return relations, scores
-
-    def _details(self, photos: list[Photo], pool: Executor) -> dict[str, DetailMeasure]:
-        details: dict[str, DetailMeasure] = {}
-        by_content: dict[str, Any] = {}
-        todo = []
-        for photo in photos:
-            cached = self._cached(photo, by_content, self.cache.detail if self.cache else None)
-            if cached is not None:
-                details[photo.key] = cached
-                self.counters["details_cached"] += 1
-            else:
-                todo.append(photo)
-        results = self._map(pool, _detail_job, [(p.path, self.max_pixels) for p in todo], "scoring detail")
-        for photo, result in zip(todo, results, strict=True):
-            if isinstance(result, ImageRejected):
-                raise RuntimeError(f"{photo.key}: decoded for hashing but not for detail: {result}")
-            details[photo.key] = result
-            self.counters["details_computed"] += 1
-            if self.cache and photo.sha256:
-                self.cache.put_detail(photo.sha256, result)
-        return details
 
     def _decide(
         self,
