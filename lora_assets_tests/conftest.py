@@ -20,6 +20,7 @@ from lora_assets.storage import DataLayout
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_IMAGES = REPO / "data" / "subjects" / "sample" / "images"
+TEST_PHOTOS = Path(__file__).resolve().parent / "photos"  # see photos/CREDITS.csv
 
 
 @pytest.fixture
@@ -30,6 +31,17 @@ def layout(tmp_path: Path) -> DataLayout:
     return DataLayout(root)
 
 
+@pytest.fixture(scope="session")
+def tiny_blip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random BLIP saved to disk, loaded by the same code as the real model."""
+    import torch
+
+    from lora_assets.models.tiny import build_tiny_blip
+
+    torch.set_num_threads(1)
+    return build_tiny_blip(tmp_path_factory.mktemp("models") / "tiny-blip")
+
+
 @pytest.fixture
 def instance() -> Iterator[dg.DagsterInstance]:
     with dg.instance_for_test() as test_instance:
@@ -37,8 +49,8 @@ def instance() -> Iterator[dg.DagsterInstance]:
 
 
 def sample_photo(name: str) -> Path:
-    """A real bundled photo (see data/subjects/sample/CREDITS.csv)."""
-    matches = sorted(SAMPLE_IMAGES.rglob(name))
+    """A real bundled photo (see data/subjects/sample/CREDITS.csv and photos/CREDITS.csv)."""
+    matches = sorted(SAMPLE_IMAGES.rglob(name)) + sorted(TEST_PHOTOS.glob(name))
     assert matches, name
     return matches[0]
 
