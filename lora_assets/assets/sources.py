@@ -10,6 +10,8 @@ from collections.abc import Callable
 
 import dagster as dg
 
+from lora_assets.captioning.pipeline import sidecar_digest_lines
+from lora_assets.digests import hash_lines
 from lora_assets.partitions import SUBJECTS_PARTITION, subjects_partitions
 from lora_assets.settings import STAGES, SettingsError, load_subject_settings
 from lora_assets.storage import DataLayout
@@ -41,8 +43,12 @@ def _observe_all(
 
 
 def stage_settings_version(layout: DataLayout, subject: str, stage: str) -> str:
-    """The settings version of one stage of one subject (also used by the assets themselves)."""
-    return load_subject_settings(layout.settings_file(subject), subject).stage_version(stage)
+    """The settings version of one stage of one subject. The captions stage also depends on the
+    user's caption files (`<photo>.txt` next to the photos), so their text is part of it."""
+    version = load_subject_settings(layout.settings_file(subject), subject).stage_version(stage)
+    if stage == "captions":
+        version = hash_lines([version, *sidecar_digest_lines(layout.images_dir(subject))])[:24]
+    return version
 
 
 def _observable_source(**kwargs: object) -> Callable[[Callable], dg.SourceAsset]:

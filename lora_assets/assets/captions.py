@@ -1,0 +1,105 @@
+"""`captions`: one caption per training image (BLIP, template or the user's own) in a parquet table."""
+
+import base64
+import io
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+from PIL import Image
+
+from lora_assets.assets.filtering import filtered_images
+from lora_assets.assets.sources import settings_source, stage_settings_version
+from lora_assets.assets.subject_run import SubjectRun
+from lora_assets.captioning.pipeline import CAPTION_VERSION, Captioner, CaptionItem, read_sidecars
+from lora_assets.digests import hash_lines
+from lora_assets.models.references import resolve_model
+from lora_assets.partitions import subjects_partitions
+from lora_assets.record_store import RecordStore
+from lora_assets.storage import DataRoot
+
+STAGE = "captions"
+PREVIEW_ROWS = 10
+
+
+def caption_preview(table: pd.DataFrame, copies_dir: Path) -> str:
+    """A markdown table of small thumbnails with their captions."""
+    lines = ["| image | caption | source |", "|---|---|---|"]
+    for row in table.head(PREVIEW_ROWS).itertuples():
+        with Image.open(copies_dir / row.file_name) as image:
+            thumb = image.convert("RGB")
+            thumb.thumbnail((96, 96))
+        buffer = io.BytesIO()
+        thumb.save(buffer, "JPEG", quality=70)
+        uri = base64.b64encode(buffer.getvalue()).decode("ascii")
+        caption = row.caption.replace("|", "\\|")
+        lines.append(f"| ![{row.file_name}](data:image/jpeg;base64,{uri}) | {caption} | {row.source} |")
+    return "\n".join(lines)
+
+
+@dg.asset(
+    partitions_def=subjects_partitions,
+    deps=[filtered_images, settings_source("captions")],
+    code_version=f"captions-{CAPTION_VERSION}",
+    group_name="dataset",
+    kinds={"pytorch", "parquet"},
+    description="BLIP captions (or the template, or the user's `<photo>.txt` / [captions.overrides]) "
+    'as "{trigger} {class_token}, {caption}, {quality tags}".',
+)
+def captions(context: dg.AssetExecutionContext, data_root: DataRoot) -> dg.MaterializeResult:
+    run = SubjectRun.start(context, data_root)
+    out = run.work_dir(STAGE)
+    settings = run.settings.captions
+    filtered_dir = run.layout.work_dir(run.subject, "filtered_images")
+    filtered = (
+        pd.read_parquet(filtered_dir / "filtered.parquet")
+        if (filtered_dir / "filtered.parquet").exists()
+        else pd.DataFrame()
+    )
+    items = [
+        CaptionItem(
+            row.sha256, row.file_name, row.path, filtered_dir / "images" / row.file_name, tuple(row.flags)
+        )
+        for row in filtered.itertuples()
+    ]
+    overrides = {
+        **read_sidecars(run.layout.images_dir(run.subject), [item.path for item in items]),
+        **settings.overrides,
+    }
+    unknown = sorted(set(settings.overrides) - {item.path for item in items})
+    for path in unknown:
+        run.log.warning(
+            f"[captions.overrides] names {path!r}, which is not a training image of {run.subject}"
+        )
+    captioner = Captioner(
+        settings=settings,
+        trigger=run.settings.trigger or run.subject,
+        class_token=run.settings.class_token,
+        settings_hash=stage_settings_version(run.layout, run.subject, STAGE),
+        model_reference=resolve_model(settings.model_id, run.layout.root),
+        cache=RecordStore(out / "cache"),
+        max_pixels=run.settings.ingest.max_pixels,
+        progress=run.progress("captioned"),
+    )
+    table, counters = captioner.run(items, overrides)
+    table.to_parquet(out / "captions.parquet", index=False)
+    words = table["word_count"] if len(table) else pd.Series([0])
+    version = hash_lines(f"{r.file_name}\t{r.caption}" for r in table.sort_values("file_name").itertuples())
+    return dg.MaterializeResult(
+        data_version=dg.DataVersion(version[:24]),
+        metadata={
+            "images": len(table),
+            **counters,
+            "words_min": int(words.min()),
+            "words_mean": round(float(words.mean()), 1),
+            "words_max": int(words.max()),
+            "tagged": int(sum(bool(tags) for tags in table["quality_tags"])) if len(table) else 0,
+            "unknown_overrides": dg.MetadataValue.json(unknown),
+            "model": settings.model_id if settings.captioner == "blip" else settings.captioner,
+            "preview": dg.MetadataValue.md(
+                caption_preview(table, filtered_dir / "images") if len(table) else "_none_"
+            ),
+            "captions": dg.MetadataValue.path(str(out / "captions.parquet")),
+            "dagster/row_count": len(table),
+        },
+    )

@@ -1,0 +1,1 @@
+"""Captioners (BLIP, template) and caption text handling (no Dagster)."""

@@ -1,0 +1,1 @@
+"""Model references (hub ids or local folders) and the offline tiny models for tests and the demo."""
