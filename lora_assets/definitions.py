@@ -2,7 +2,10 @@
 
 import dagster as dg
 
+from lora_assets.assets.captions import captions
+from lora_assets.assets.dataset import dataset_zip
 from lora_assets.assets.dedup import deduped_images
+from lora_assets.assets.filtering import filtered_images
 from lora_assets.assets.ingest import raw_images
 from lora_assets.assets.sources import settings_sources, subject_photos
 from lora_assets.jobs import observe_sources_job, raw_images_job
@@ -13,7 +16,15 @@ from lora_assets.storage import DataRoot, default_data_root
 def build_definitions(data_root: str | None = None) -> dg.Definitions:
     """Definitions over a data root (default: `$LORA_ASSETS_DATA_ROOT` or `./data`); tests pass their own."""
     return dg.Definitions(
-        assets=[*settings_sources, subject_photos, raw_images, deduped_images],
+        assets=[
+            *settings_sources,
+            subject_photos,
+            raw_images,
+            deduped_images,
+            filtered_images,
+            captions,
+            dataset_zip,
+        ],
         jobs=[raw_images_job, observe_sources_job],
         sensors=[subject_folders_sensor],
         resources={"data_root": DataRoot(path=data_root or default_data_root())},

@@ -1,0 +1,47 @@
+import hashlib
+import zipfile
+
+import pytest
+
+from lora_assets.dataset.kohya_zip import DatasetError, DatasetImage, build_zip, verify_zip
+from lora_assets.settings import DatasetSettings
+from lora_assets_tests.conftest import sample_photo
+
+
+def images():
+    return [
+        DatasetImage(sample_photo("citrus-slices.jpg"), "b-citrus.jpg", "ohwx man, citrus"),
+        DatasetImage(sample_photo("honey-bee-on-aster.jpg"), "a-bee.jpg", "ohwx man, a bee, blurry"),
+    ]
+
+
+def test_same_content_gives_the_same_bytes_and_every_caption_loads_back(tmp_path):
+    first = build_zip(images(), DatasetSettings(repeats=5), "ohwx", "man", tmp_path / "one.zip")
+    settings = DatasetSettings(repeats=5)
+    second = build_zip(list(reversed(images())), settings, "ohwx", "man", tmp_path / "two.zip")
+    assert first == second == hashlib.sha256((tmp_path / "one.zip").read_bytes()).hexdigest()
+    assert verify_zip(tmp_path / "one.zip") == {
+        "5_ohwx man/a-bee.jpg": "ohwx man, a bee, blurry",
+        "5_ohwx man/b-citrus.jpg": "ohwx man, citrus",
+    }
+    with zipfile.ZipFile(tmp_path / "one.zip") as archive:
+        assert archive.namelist() == sorted(archive.namelist())
+        assert {info.external_attr >> 16 for info in archive.infolist()} == {0o100644}
+    assert not list(tmp_path.glob("*.partial"))
+
+
+def test_verification_catches_an_image_without_caption(tmp_path):
+    path = tmp_path / "bad.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("10_x y/a.jpg", b"jpeg")
+        archive.writestr("dataset_config.toml", "")
+        archive.writestr("metadata.jsonl", "")
+    with pytest.raises(DatasetError, match=r"a\.jpg has no caption"):
+        verify_zip(path)
+
+
+def test_a_failed_build_leaves_no_zip_under_the_final_name(tmp_path):
+    broken = [DatasetImage(tmp_path / "missing.jpg", "missing.jpg", "x")]
+    with pytest.raises(FileNotFoundError):
+        build_zip(broken, DatasetSettings(), "ohwx", "man", tmp_path / "out.zip")
+    assert not (tmp_path / "out.zip").exists() and not list(tmp_path.glob("*.partial"))
