@@ -255,6 +255,38 @@ def dedup(
     )
 
 
+@main.group()
+def models() -> None:
+    """Offline models for tests and the demo."""
+
+
+@models.command("tiny")
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder for the models (default: <data root>/models).",
+)
+@click.option("--force", is_flag=True, help="Rebuild even if present.")
+@click.pass_context
+def models_tiny(ctx: click.Context, out: Path | None, force: bool) -> None:
+    """Build tiny random models of the real classes (their outputs are noise, not useful models)."""
+    built = build_tiny_models(out or _layout(ctx.obj["data_root"]).root / "models", force)
+    for name, path in built.items():
+        click.echo(f"{name}: {path}")
+
+
+def build_tiny_models(folder: Path, force: bool = False) -> dict[str, Path]:
+    """The tiny BLIP (and, once training lands, SD) under `folder`, built if missing."""
+    from lora_assets.models.tiny import build_tiny_blip
+
+    blip = folder / "tiny-blip"
+    if force or not (blip / "config.json").exists():
+        build_tiny_blip(blip)
+    return {"tiny-blip": blip}
+
+
 @main.command()
 @click.option("--subject", default=SAMPLE_SUBJECT, show_default=True)
 def demo(subject: str) -> None:
@@ -265,6 +297,8 @@ def demo(subject: str) -> None:
     if subject not in layout.subject_names():
         raise click.ClickException(f"no subject folder {layout.subject_dir(subject)}")
     register_subjects([subject])
+    for name, path in build_tiny_models(layout.root / "models").items():
+        click.echo(f"offline model {name}: {path}")
     dagster = [sys.executable, "-m", "dagster"]
     module = ["-m", "lora_assets.definitions"]
     steps = [

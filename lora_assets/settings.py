@@ -86,18 +86,18 @@ class FilterSettings(StageSettings):
 
     min_short_side: int = Field(512, ge=1, description="minimum short side in pixels (after EXIF rotation)")
     min_effective_mp: float = Field(
-        0.25, ge=0, description="minimum effective (real-detail) megapixels; rejects upscales"
+        0.1, ge=0, description="minimum effective (real-detail) megapixels; rejects upscales"
     )
     max_side: int = Field(2048, ge=64, description="downscale training copies above this long side")
     jpeg_quality: int = Field(95, ge=70, le=100, description="quality of training-ready JPEG copies")
     blur_ratio: float = Field(
-        0.5, gt=0, lt=1, description="flag 'blurry' below this fraction of the subject's median sharpness"
+        0.35, gt=0, lt=1, description="flag 'blurry' below this fraction of the subject's median sharpness"
     )
     artifact_quality: int = Field(
         60, ge=1, le=100, description="flag 'jpeg artifacts' below this estimated JPEG quality"
     )
     low_resolution_mp: float = Field(
-        1.0, ge=0, description="flag 'low resolution' below this many effective megapixels"
+        0.25, ge=0, description="flag 'low resolution' below this many effective megapixels"
     )
     noise_sigma: float = Field(
         6.0, gt=0, description="flag 'noisy' above this estimated noise level (8-bit units)"
@@ -123,7 +123,9 @@ class CaptionSettings(StageSettings):
         description="Hugging Face repo id or local folder of a BLIP captioning model",
     )
     revision: str = Field("main", description="model revision (branch, tag or commit)")
-    batch_size: int = Field(16, ge=1, le=512, description="images per captioning batch")
+    batch_size: int | None = Field(
+        None, ge=1, le=512, description="images per captioning batch (default: 64 on a GPU, 8 on a CPU)"
+    )
     num_beams: int = Field(3, ge=1, le=16, description="beam search width")
     min_words: int = Field(30, ge=0, description="shortest caption in words (BLIP part)")
     max_words: int = Field(100, ge=1, description="longest caption in words (BLIP part)")
