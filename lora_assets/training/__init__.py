@@ -1,0 +1,1 @@
+"""Training library (no Dagster): base models, buckets, caches, the LoRA loop, kohya export."""
