@@ -42,6 +42,18 @@ def tiny_blip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_blip(tmp_path_factory.mktemp("models") / "tiny-blip")
 
 
+@pytest.fixture(scope="session")
+def tiny_sd(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random SD 1.5-style pipeline: a diffusers folder with tiny-sd.safetensors and
+    tiny-vae.safetensors single files beside it."""
+    import torch
+
+    from lora_assets.models.tiny import build_tiny_sd
+
+    torch.set_num_threads(1)
+    return build_tiny_sd(tmp_path_factory.mktemp("models") / "tiny-sd")
+
+
 @pytest.fixture
 def instance() -> Iterator[dg.DagsterInstance]:
     with dg.instance_for_test() as test_instance:

@@ -22,10 +22,12 @@ import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import tomli_w
 
-from lora_assets.settings import DatasetSettings
+if TYPE_CHECKING:  # settings need pydantic; training processes (GPU nodes) only read zips
+    from lora_assets.settings import DatasetSettings
 
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 CAPTION_EXTENSION = ".txt"
@@ -118,6 +120,7 @@ def build_zip(
                     info, data, compress_type=compression, compresslevel=9 if compression else None
                 )
         verify_zip(Path(temporary))
+        Path(temporary).chmod(0o644)
         digest = hashlib.sha256(Path(temporary).read_bytes()).hexdigest()
         os.replace(temporary, target)
     except BaseException:

@@ -1,0 +1,119 @@
+"""The training data, read from the dataset zip (the artefact a Kohya user uploads), batched
+within aspect buckets in an order that depends only on (seed, epoch), so a resumed run sees
+exactly the batches an uninterrupted one would."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+import zipfile
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from lora_assets.dataset.kohya_zip import CAPTION_EXTENSION, IMAGE_EXTENSIONS
+from lora_assets.training.buckets import Bucket, assign_bucket
+
+SUBSET_FOLDER = re.compile(r"^(\d+)_(.+)$")
+
+
+@dataclass(frozen=True)
+class TrainImage:
+    """One image of the dataset: where it was extracted, its content hash, caption and bucket."""
+
+    path: Path
+    sha256: str
+    caption: str
+    repeats: int
+    folder: str
+    bucket: Bucket
+
+
+def extract_dataset(zip_path: Path, target: Path) -> Path:
+    """Unzip once per zip content (a marker holds the zip's sha256); returns the folder."""
+    digest = hashlib.sha256(zip_path.read_bytes()).hexdigest()
+    marker = target / ".zip-sha256"
+    if marker.exists() and marker.read_text() == digest:
+        return target
+    target.mkdir(parents=True, exist_ok=True)
+    for old in sorted(target.rglob("*"), reverse=True):
+        if old.is_file():
+            old.unlink()
+        elif old.is_dir():
+            old.rmdir()
+    with zipfile.ZipFile(zip_path) as archive:
+        for member in archive.infolist():
+            if member.is_dir():
+                continue
+            destination = (target / member.filename).resolve()
+            if target.resolve() not in destination.parents:
+                raise ValueError(f"{zip_path}: entry {member.filename!r} points outside the dataset folder")
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            destination.write_bytes(archive.read(member))
+    marker.write_text(digest)
+    return target
+
+
+def read_dataset(
+    folder: Path, resolution: int, min_side: int, max_side: int, step: int, no_upscale: bool
+) -> list[TrainImage]:
+    """Every `<repeats>_<name>/<image>` with its `.txt` caption, bucketed, sorted by path."""
+    images = []
+    for subset in sorted(p for p in folder.iterdir() if p.is_dir()):
+        match = SUBSET_FOLDER.match(subset.name)
+        if not match:
+            continue
+        repeats = int(match.group(1))
+        for path in sorted(subset.iterdir()):
+            if path.suffix.lower() not in IMAGE_EXTENSIONS:
+                continue
+            caption_file = path.with_suffix(CAPTION_EXTENSION)
+            if not caption_file.exists():
+                raise ValueError(f"{path}: no caption file {caption_file.name}")
+            with Image.open(path) as image:
+                width, height = image.size
+            bucket = assign_bucket(width, height, resolution, min_side, max_side, step, no_upscale)
+            images.append(
+                TrainImage(
+                    path=path,
+                    sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+                    caption=caption_file.read_text(encoding="utf-8").strip(),
+                    repeats=repeats,
+                    folder=subset.name,
+                    bucket=bucket,
+                )
+            )
+    if not images:
+        raise ValueError(f"{folder}: no `<repeats>_<name>/` folder with images and captions")
+    return images
+
+
+def epoch_batches(images: list[TrainImage], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """Kohya-style batches for one epoch: every image `repeats` times, shuffled, grouped within
+    its bucket, then the batches shuffled; a function of (seed, epoch) only."""
+    rng = random.Random(f"{seed}:{epoch}")
+    by_bucket: dict[Bucket, list[int]] = defaultdict(list)
+    for index, image in enumerate(images):
+        by_bucket[image.bucket].extend([index] * image.repeats)
+    batches = []
+    for bucket in sorted(by_bucket):
+        members = by_bucket[bucket]
+        rng.shuffle(members)
+        batches.extend(members[i : i + batch_size] for i in range(0, len(members), batch_size))
+    rng.shuffle(batches)
+    return batches
+
+
+def steps_per_epoch(images: list[TrainImage], batch_size: int) -> int:
+    return len(epoch_batches(images, batch_size, 0, 0))
+
+
+def shuffle_caption(caption: str, keep_tokens: int, seed: str) -> str:
+    """Shuffle the comma-separated parts after the first `keep_tokens` (the trigger stays first)."""
+    parts = [p.strip() for p in caption.split(",") if p.strip()]
+    head, tail = parts[:keep_tokens], parts[keep_tokens:]
+    random.Random(seed).shuffle(tail)
+    return ", ".join(head + tail)

@@ -1,0 +1,205 @@
+"""The training loop on the tiny model, from a real dataset zip (CPU)."""
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from lora_assets.dataset.kohya_zip import DatasetImage, build_zip
+from lora_assets.settings import DatasetSettings
+from lora_assets.training.base_model import load_base_model
+from lora_assets.training.config import TrainConfig
+from lora_assets.training.network import (
+    TEXT_ENCODER_TARGETS,
+    UNET_TARGETS,
+    add_adapters,
+    load_adapter_state_dict,
+)
+from lora_assets.training.trainer import train
+from lora_assets.training.verify import key_problems, non_finite, read
+from lora_assets_tests.conftest import sample_photo
+
+PHOTOS = {
+    "citrus.jpg": ("citrus-slices.jpg", (120, 80)),
+    "bee.jpg": ("honey-bee-on-aster.jpg", (100, 80)),
+    "dogs.jpg": ("dogs-at-window.jpg", (80, 120)),
+    "bridge.jpg": ("suspension-bridge-night.jpg", (110, 80)),
+}
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("dataset")
+    images = []
+    for name, (photo, size) in PHOTOS.items():
+        Image.open(sample_photo(photo)).convert("RGB").resize(size).save(folder / name, quality=95)
+        images.append(DatasetImage(folder / name, name, f"ohwx man, a photo of {name[:-4]}, outdoors"))
+    build_zip(images, DatasetSettings(repeats=2, resolution=64), "ohwx", "man", folder / "set.zip")
+    return folder / "set.zip"
+
+
+def config(tmp_path: Path, dataset: Path, base: Path, **overrides) -> TrainConfig:
+    values = dict(
+        dataset_zip=str(dataset),
+        work_dir=str(tmp_path / "work"),
+        output_file=str(tmp_path / "out" / "x.safetensors"),
+        base_model=str(base),
+        output_name="x",
+        trigger="ohwx",
+        class_token="man",
+        resolution=64,
+        min_bucket_reso=64,
+        max_bucket_reso=128,
+        bucket_reso_steps=64,
+        network_dim=4,
+        network_alpha=2.0,
+        epochs=1,
+        batch_size=2,
+        mixed_precision="no",
+        sample_prompts=["ohwx man"],
+        sample_steps=2,
+        training_key="test",
+    )
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def test_kohya_file_names_every_targeted_module_and_reloads_exactly(tmp_path, dataset, tiny_sd):
+    result = train(config(tmp_path, dataset, tiny_sd))
+    tensors, metadata = read(Path(result.output_file))
+    assert key_problems(tensors, metadata) == [] and non_finite(tensors) == []
+    assert result.steps == 4 and len(result.losses) == 4 and result.samples
+
+    base = load_base_model(str(tiny_sd))
+    expected = {
+        "lora_unet_" + name.replace(".", "_")
+        for name, _ in base.unet.named_modules()
+        if any(name.endswith(target) for target in UNET_TARGETS) and ".attentions." in name
+    } | {
+        "lora_te_text_model_" + name.replace(".", "_")
+        for name, _ in base.text_encoder.named_modules()
+        if any(name.endswith(target) for target in TEXT_ENCODER_TARGETS)
+    }
+    assert {key.split(".")[0] for key in tensors} == expected
+    assert not any(key.startswith("lora_te1_") for key in tensors)
+    assert {float(v) for k, v in tensors.items() if k.endswith(".alpha")} == {2.0}
+    assert metadata["ss_network_dim"] == "4" and metadata["ss_network_alpha"] == "2.0"
+    assert (
+        metadata["ss_num_train_images"] == "8"
+        and metadata["modelspec.architecture"] == "stable-diffusion-v1/lora"
+    )
+    assert '"ohwx man": 4' in metadata["ss_tag_frequency"]
+
+    # Reference: the trained adapters from the accelerate checkpoint, in peft form.
+    checkpoint = next((tmp_path / "work" / "runs" / "test" / "checkpoints").glob("epoch-*"))
+    trained = load_base_model(str(tiny_sd))
+    torch.manual_seed(0)
+    add_adapters(trained.unet, trained.text_encoder, 4, 2.0)
+    load_adapter_state_dict(trained.unet, load_file(checkpoint / "lora_unet.safetensors"))
+    load_adapter_state_dict(trained.text_encoder, load_file(checkpoint / "lora_text_encoder.safetensors"))
+
+    from diffusers import StableDiffusionPipeline
+
+    reloaded = load_base_model(str(tiny_sd))
+    pipeline = StableDiffusionPipeline(
+        vae=reloaded.vae,
+        text_encoder=reloaded.text_encoder,
+        tokenizer=reloaded.tokenizer,
+        unet=reloaded.unet,
+        scheduler=reloaded.noise_scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipeline.load_lora_weights(str(Path(result.output_file).parent), weight_name="x.safetensors")
+    ids = base.tokenizer(
+        ["ohwx man, a photo"], padding="max_length", max_length=77, return_tensors="pt"
+    ).input_ids
+    sample, step = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(1)), torch.tensor([500])
+    with torch.no_grad():
+        expected_states = trained.text_encoder(ids)[0]
+        reloaded_states = pipeline.text_encoder(ids)[0]
+        assert (expected_states - reloaded_states).abs().max() < 1e-5
+        difference = (
+            trained.unet(sample, step, expected_states).sample
+            - pipeline.unet(sample, step, expected_states).sample
+        )
+    assert difference.abs().max() < 1e-5
+
+
+def test_an_interrupted_run_resumes_and_equals_an_uninterrupted_one(tmp_path, dataset, tiny_sd):
+    straight = train(config(tmp_path / "a", dataset, tiny_sd, epochs=3, sample_prompts=[]))
+
+    class Interrupted(Exception):
+        pass
+
+    def crash_after_first(epoch: int) -> None:
+        if epoch == 1:
+            raise Interrupted
+
+    interrupted = config(tmp_path / "b", dataset, tiny_sd, epochs=3, sample_prompts=[])
+    with pytest.raises(Interrupted):
+        train(interrupted, on_epoch_end=crash_after_first)
+    resumed = train(interrupted)
+    assert resumed.resumed_from_epoch == 1 and resumed.steps == straight.steps == 12
+    first, second = load_file(straight.output_file), load_file(resumed.output_file)
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_latents_come_from_the_cache_on_a_retrain_without_calling_the_encoder(
+    tmp_path, dataset, tiny_sd, monkeypatch
+):
+    first = train(config(tmp_path, dataset, tiny_sd, sample_prompts=[]))
+    assert first.latents_encoded == 4 and first.latents_cached == 0
+
+    from diffusers import AutoencoderKL
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the VAE encoder ran although every latent is cached")
+
+    monkeypatch.setattr(AutoencoderKL, "encode", refuse)
+    again = train(config(tmp_path, dataset, tiny_sd, sample_prompts=[], training_key="other"))
+    assert again.latents_encoded == 0 and again.latents_cached == 4
+
+
+def test_single_file_base_model_and_training_options(tmp_path, dataset, tiny_sd):
+    result = train(
+        config(
+            tmp_path,
+            dataset,
+            tiny_sd / "tiny-sd.safetensors",
+            base_config=str(tiny_sd),
+            vae=str(tiny_sd / "tiny-vae.safetensors"),
+            train_text_encoder=False,
+            clip_skip=2,
+            min_snr_gamma=5.0,
+            noise_offset=0.05,
+            flip_aug=True,
+            lr_scheduler="cosine",
+            lr_warmup_steps=1,
+            gradient_checkpointing=True,
+            sample_prompts=[],
+        )
+    )
+    tensors, metadata = read(Path(result.output_file))
+    assert not any(k.startswith("lora_te_") for k in tensors) and non_finite(tensors) == []
+    assert result.text_encoded == 4 and result.latents_encoded == 8  # flips encoded too
+    assert metadata["ss_clip_skip"] == "2" and metadata["ss_flip_aug"] == "True"
+    assert all(loss == loss for loss in result.losses)
+
+    shuffled = train(
+        config(
+            tmp_path / "s",
+            dataset,
+            tiny_sd,
+            shuffle_caption=True,
+            train_text_encoder=False,
+            sample_prompts=[],
+        )
+    )
+    assert shuffled.text_encoded == 0  # captions change every step: nothing to cache
+    assert re.match(r"^[0-9a-f]{64}$", read(Path(shuffled.output_file))[1]["sshs_model_hash"])
