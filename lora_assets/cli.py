@@ -278,13 +278,15 @@ def models_tiny(ctx: click.Context, out: Path | None, force: bool) -> None:
 
 
 def build_tiny_models(folder: Path, force: bool = False) -> dict[str, Path]:
-    """The tiny BLIP (and, once training lands, SD) under `folder`, built if missing."""
-    from lora_assets.models.tiny import build_tiny_blip
+    """The tiny BLIP and SD 1.5-style pipeline under `folder`, built if missing."""
+    from lora_assets.models.tiny import build_tiny_blip, build_tiny_sd
 
-    blip = folder / "tiny-blip"
+    blip, sd = folder / "tiny-blip", folder / "tiny-sd"
     if force or not (blip / "config.json").exists():
         build_tiny_blip(blip)
-    return {"tiny-blip": blip}
+    if force or not (sd / "tiny-sd.safetensors").exists():
+        build_tiny_sd(sd)
+    return {"tiny-blip": blip, "tiny-sd (diffusers folder and single file)": sd}
 
 
 @main.command()

@@ -8,7 +8,10 @@ from lora_assets.assets.dedup import deduped_images
 from lora_assets.assets.filtering import filtered_images
 from lora_assets.assets.ingest import raw_images
 from lora_assets.assets.sources import settings_sources, subject_photos
-from lora_assets.jobs import observe_sources_job, raw_images_job
+from lora_assets.assets.training import lora
+from lora_assets.checks import lora_keys_and_metadata, lora_loads_in_diffusers, lora_weights_finite
+from lora_assets.jobs import observe_sources_job, raw_images_job, training_chain_job
+from lora_assets.schedules import weekly_retrain
 from lora_assets.sensors import subject_folders_sensor
 from lora_assets.storage import DataRoot, default_data_root
 
@@ -24,10 +27,16 @@ def build_definitions(data_root: str | None = None) -> dg.Definitions:
             filtered_images,
             captions,
             dataset_zip,
+            lora,
         ],
-        jobs=[raw_images_job, observe_sources_job],
+        asset_checks=[lora_keys_and_metadata, lora_weights_finite, lora_loads_in_diffusers],
+        jobs=[raw_images_job, observe_sources_job, training_chain_job],
+        schedules=[weekly_retrain],
         sensors=[subject_folders_sensor],
-        resources={"data_root": DataRoot(path=data_root or default_data_root())},
+        resources={
+            "data_root": DataRoot(path=data_root or default_data_root()),
+            "pipes_subprocess_client": dg.PipesSubprocessClient(),
+        },
     )
 
 

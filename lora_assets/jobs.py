@@ -13,3 +13,9 @@ observe_sources_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets(*SOURCE_KEYS),
     description="Observe every subject's settings and photo folder (hashes only; no pixels read).",
 )
+
+training_chain_job = dg.define_asset_job(
+    "training_chain",
+    selection=dg.AssetSelection.assets("lora").upstream() - dg.AssetSelection.assets(*SOURCE_KEYS),
+    description="Every stage of one subject, from raw_images to lora (cache hits where nothing changed).",
+)

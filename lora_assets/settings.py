@@ -165,6 +165,10 @@ class TrainingSettings(StageSettings):
         "stable-diffusion-v1-5/stable-diffusion-v1-5",
         description="Hugging Face repo id, local diffusers folder or single .safetensors/.ckpt file",
     )
+    revision: str = Field("main", description="hub revision of base_model")
+    base_config: str | None = Field(
+        None, description="diffusers config folder for a single-file base_model (default: bundled SD 1.5)"
+    )
     vae: str | None = Field(None, description="VAE override: .safetensors/.pt/.ckpt file or folder")
     network_dim: int = Field(32, ge=1, le=1024, description="LoRA rank of the UNet")
     network_alpha: float = Field(16.0, gt=0, description="LoRA alpha of the UNet (scale alpha/dim)")
