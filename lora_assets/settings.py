@@ -206,7 +206,12 @@ class TrainingSettings(StageSettings):
         description="prompts rendered after each saved epoch ({trigger}/{class_token} filled in)",
     )
     sample_steps: int = Field(20, ge=1, description="inference steps of sample images")
-    compile_unet: bool = Field(False, description="torch.compile the UNet on CUDA")
+    compile_unet: bool = Field(
+        False, description="torch.compile the UNet on CUDA (minutes to compile per bucket shape; cached)"
+    )
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune-no-cudagraphs"] = Field(
+        "reduce-overhead", description="torch.compile mode; reduce-overhead adds CUDA graphs"
+    )
     export_diffusers: bool = Field(False, description="also save a diffusers/PEFT-format copy")
     automation: Literal["eager", "cron"] = Field(
         "cron", description="retrain as soon as inputs change, or only on the weekly schedule"

@@ -108,6 +108,7 @@ def train_config(
         sample_prompts=[p.format(trigger=trigger, class_token=class_token) for p in t.sample_prompts],
         sample_steps=t.sample_steps,
         compile_unet=t.compile_unet,
+        compile_mode=t.compile_mode,
         export_diffusers=t.export_diffusers,
         training_key=key,
     )

@@ -54,6 +54,7 @@ class TrainConfig:
     sample_steps: int = 20
     sample_resolution: int | None = None
     compile_unet: bool = False
+    compile_mode: str = "reduce-overhead"
     export_diffusers: bool = False
     training_key: str = ""
     extra_metadata: dict[str, str] = field(default_factory=dict)

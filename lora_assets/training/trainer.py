@@ -341,7 +341,8 @@ def train(
     if config.compile_unet and device.type == "cuda":
         # Inductor's caches make a second compilation of the same UNet take seconds, not minutes.
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(trainer.work / "cache" / "inductor"))
-        unet = torch.compile(unet)
+        unet = torch.compile(unet, mode=config.compile_mode)
+    cuda_graphs = config.compile_unet and device.type == "cuda" and config.compile_mode == "reduce-overhead"
 
     # Everything a step reads lives on the device already: no host-to-device copy in the loop.
     latents = {key: value.to(device, dtype=dtype) for key, value in latents.items()}
@@ -362,6 +363,8 @@ def train(
             text_encoder.train()
         batches = epoch_batches(images, config.batch_size, config.seed, epoch)
         for index, batch in enumerate(batches):
+            if cuda_graphs:
+                torch.compiler.cudagraph_mark_step_begin()  # last step's graph outputs may be reused
             generator = _step_generator(config.seed, epoch, index, device)
             flips = [
                 config.flip_aug and random.Random(f"{config.seed}:{epoch}:{index}:{n}").random() < 0.5
