@@ -1,41 +1,79 @@
-"""Sensors: new subject folders become partitions; changed photo folders trigger ingest."""
+"""The subject-folder sensor: new folders become partitions, and every edit a user makes to a
+subject (photos added, removed or replaced; `subject.toml` or a caption `.txt` edited) is
+reported as a new data version of the matching source asset. The automation sensor then requests
+exactly the affected (asset, subject) pairs; this sensor launches no runs itself.
+"""
 
 import json
+import warnings
+from collections.abc import Callable
 
 import dagster as dg
 
-from lora_assets.jobs import raw_images_job
+from lora_assets.assets.sources import settings_source_name, stage_settings_version, subject_photos
 from lora_assets.partitions import SUBJECTS_PARTITION, subjects_partitions
-from lora_assets.storage import DataRoot
+from lora_assets.settings import STAGES, SettingsError
+from lora_assets.storage import DataLayout, DataRoot
 from lora_assets.subjects import folder_fingerprint, list_photo_files
+
+DATA_VERSION_TAG = "dagster/data_version"
+
+
+def source_versions(layout: DataLayout, subject: str) -> dict[str, Callable[[], str]]:
+    """How to compute each source asset's version for one subject (the same functions the
+    observable sources use, so a sensor observation and a UI observation always agree)."""
+    versions: dict[str, Callable[[], str]] = {
+        subject_photos.key.to_user_string(): lambda: folder_fingerprint(layout.images_dir(subject))[:24]
+    }
+    for stage in STAGES:
+        versions[settings_source_name(stage)] = lambda stage=stage: stage_settings_version(
+            layout, subject, stage
+        )
+    return versions
+
+
+def _observation(source: str, subject: str, version: str) -> dg.AssetObservation:
+    return dg.AssetObservation(
+        asset_key=source, partition=subject, tags={DATA_VERSION_TAG: version}, metadata={"source": "sensor"}
+    )
 
 
 @dg.sensor(
     name="subject_folders",
-    job=raw_images_job,
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Watches data/subjects/*/: a new folder adds a subject partition; a folder whose "
-    "photos were added, removed or replaced requests a `raw_images` run for that subject only.",
+    description="Watches data/subjects/*/: a new folder adds a subject partition; a changed photo "
+    "folder, subject.toml or caption file is recorded as a new version of that subject's source "
+    "asset, which the `lora_automation` sensor turns into runs of the affected stages only.",
 )
 def subject_folders_sensor(context: dg.SensorEvaluationContext, data_root: DataRoot) -> dg.SensorResult:
     layout = data_root.layout()
-    seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+    seen: dict[str, dict[str, str]] = json.loads(context.cursor) if context.cursor else {}
     known = set(context.instance.get_dynamic_partitions(SUBJECTS_PARTITION))
-    names = layout.subject_names()
-    fingerprints: dict[str, str] = {}
-    run_requests: list[dg.RunRequest] = []
+    names = [name for name in layout.subject_names() if list_photo_files(layout.images_dir(name))]
+    new = [name for name in layout.subject_names() if name not in known]
+    events: list[dg.AssetObservation] = []
+    cursor: dict[str, dict[str, str]] = {}
     for name in names:
-        images = layout.images_dir(name)
-        fingerprint = folder_fingerprint(images)
-        fingerprints[name] = fingerprint
-        if seen.get(name) != fingerprint and list_photo_files(images):
-            run_requests.append(dg.RunRequest(partition_key=name, run_key=f"{name}:{fingerprint[:16]}"))
-    new = [name for name in names if name not in known]
+        cursor[name] = {}
+        for source, version_of in source_versions(layout, name).items():
+            try:
+                version = version_of()
+            except (SettingsError, ValueError, OSError) as exc:
+                context.log.error(f"subject {name!r}, {source}: {exc}")
+                continue
+            cursor[name][source] = version
+            if seen.get(name, {}).get(source) != version:
+                events.append(_observation(source, name, version))
     if new:
         context.log.info(f"new subjects: {', '.join(new)}")
-    return dg.SensorResult(
-        run_requests=run_requests,
-        dynamic_partitions_requests=[subjects_partitions.build_add_request(new)] if new else [],
-        cursor=json.dumps(fingerprints, sort_keys=True),
-    )
+    if events:
+        changed = sorted({f"{e.partition}/{e.asset_key.to_user_string()}" for e in events})
+        context.log.info(f"changed inputs: {', '.join(changed)}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        return dg.SensorResult(
+            asset_events=events,
+            dynamic_partitions_requests=[subjects_partitions.build_add_request(new)] if new else [],
+            cursor=json.dumps(cursor, sort_keys=True),
+        )

@@ -11,6 +11,7 @@ from PIL import Image
 from lora_assets.assets.filtering import filtered_images
 from lora_assets.assets.sources import settings_source, stage_settings_version
 from lora_assets.assets.subject_run import SubjectRun
+from lora_assets.automation import eager_on_new_data
 from lora_assets.captioning.pipeline import CAPTION_VERSION, Captioner, CaptionItem, read_sidecars
 from lora_assets.digests import hash_lines
 from lora_assets.models.references import resolve_model
@@ -39,6 +40,7 @@ def caption_preview(table: pd.DataFrame, copies_dir: Path) -> str:
 
 @dg.asset(
     partitions_def=subjects_partitions,
+    automation_condition=eager_on_new_data(),
     deps=[filtered_images, settings_source("captions")],
     code_version=f"captions-{CAPTION_VERSION}",
     group_name="dataset",

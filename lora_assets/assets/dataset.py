@@ -6,6 +6,7 @@ import pandas as pd
 from lora_assets.assets.captions import captions
 from lora_assets.assets.sources import settings_source
 from lora_assets.assets.subject_run import SubjectRun
+from lora_assets.automation import eager_on_new_data
 from lora_assets.dataset.kohya_zip import DatasetImage, build_zip, copy_to_remote, subset_folder, verify_zip
 from lora_assets.partitions import subjects_partitions
 from lora_assets.storage import DataRoot
@@ -16,6 +17,7 @@ ZIP_VERSION = 1
 
 @dg.asset(
     partitions_def=subjects_partitions,
+    automation_condition=eager_on_new_data(),
     deps=[captions, settings_source("dataset")],
     code_version=f"dataset-{ZIP_VERSION}",
     group_name="dataset",

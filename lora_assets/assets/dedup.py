@@ -10,6 +10,7 @@ from lora_assets.assets.ingest import raw_images
 from lora_assets.assets.metadata import markdown_table
 from lora_assets.assets.sources import settings_source
 from lora_assets.assets.subject_run import SubjectRun
+from lora_assets.automation import eager_on_new_data
 from lora_assets.digests import hash_lines
 from lora_assets.images.contact_sheet import Tile, contact_sheet, markdown_image
 from lora_assets.images.dedup import Deduplicator, DedupResult, Photo
@@ -51,6 +52,7 @@ def groups_table(result: DedupResult, sha_of: dict[str, str]) -> pd.DataFrame:
 
 @dg.asset(
     partitions_def=subjects_partitions,
+    automation_condition=eager_on_new_data(),
     deps=[raw_images, settings_source("dedup")],
     code_version=f"dedup-{ALGORITHM_VERSION}.{FEATURES_VERSION}.{DETAIL_VERSION}",
     group_name="dataset",

@@ -14,6 +14,7 @@ from lora_assets.assets.dedup import deduped_images
 from lora_assets.assets.metadata import markdown_table
 from lora_assets.assets.sources import settings_source
 from lora_assets.assets.subject_run import SubjectRun
+from lora_assets.automation import eager_on_new_data
 from lora_assets.digests import hash_lines
 from lora_assets.images.contact_sheet import Tile, contact_sheet, markdown_image
 from lora_assets.images.dedup import ImageWorkers, Photo
@@ -62,6 +63,7 @@ def _copy_one(
 
 @dg.asset(
     partitions_def=subjects_partitions,
+    automation_condition=eager_on_new_data(),
     deps=[deduped_images, settings_source("filter")],
     code_version=f"filter-{COPY_VERSION}.{QUALITY_VERSION}.{DETAIL_VERSION}",
     group_name="dataset",

@@ -7,6 +7,7 @@ import dagster as dg
 from lora_assets.assets.metadata import markdown_table
 from lora_assets.assets.sources import settings_source, subject_photos
 from lora_assets.assets.subject_run import SubjectRun
+from lora_assets.automation import eager_on_new_data
 from lora_assets.images.contact_sheet import Tile, contact_sheet, markdown_image
 from lora_assets.images.inventory import MEASUREMENT_VERSION, PhotoInventory
 from lora_assets.partitions import subjects_partitions
@@ -18,6 +19,7 @@ CONTACT_SHEET_TILES = 24
 
 @dg.asset(
     partitions_def=subjects_partitions,
+    automation_condition=eager_on_new_data(),
     deps=[subject_photos, settings_source("ingest")],
     code_version=f"ingest-{MEASUREMENT_VERSION}",
     group_name="dataset",
