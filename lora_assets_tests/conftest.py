@@ -67,6 +67,32 @@ def sample_photo(name: str) -> Path:
     return matches[0]
 
 
+def tiny_settings(
+    tiny_blip: Path, tiny_sd: Path, *, max_bucket: int = 128, repeats: int = 2, epochs: int = 2
+) -> str:
+    """A subject.toml that captions with the tiny BLIP and trains on the tiny SD in seconds."""
+    return f"""
+trigger = "ohwx"
+[captions]
+model_id = "{tiny_blip}"
+min_words = 5
+max_words = 10
+num_beams = 1
+[dataset]
+resolution = 64
+min_bucket_reso = 64
+max_bucket_reso = {max_bucket}
+repeats = {repeats}
+[training]
+base_model = "{tiny_sd}"
+network_dim = 4
+network_alpha = 2.0
+epochs = {epochs}
+batch_size = 2
+sample_steps = 2
+"""
+
+
 def add_subject(layout: DataLayout, name: str, photos: list[str], settings: str = "") -> Path:
     """A subject folder holding copies of bundled photos (and a subject.toml)."""
     images = layout.images_dir(name)

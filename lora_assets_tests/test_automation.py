@@ -16,7 +16,7 @@ import pytest
 from lora_assets.automation import TRAINING_AUTOMATION_ENV
 from lora_assets.sensors import subject_folders_sensor
 from lora_assets.storage import DataRoot
-from lora_assets_tests.conftest import Graph, add_subject, sample_photo
+from lora_assets_tests.conftest import Graph, add_subject, sample_photo, tiny_settings
 
 ASSETS = ["raw_images", "deduped_images", "filtered_images", "captions", "dataset_zip", "lora"]
 SUBJECTS = ["a", "b"]
@@ -89,28 +89,7 @@ class Automation:
 @pytest.fixture
 def auto(layout, instance, monkeypatch, tiny_blip, tiny_sd) -> Automation:
     monkeypatch.setenv(TRAINING_AUTOMATION_ENV, "eager")
-    settings = f"""
-trigger = "ohwx"
-[captions]
-model_id = "{tiny_blip}"
-min_words = 5
-max_words = 10
-num_beams = 1
-[dataset]
-resolution = 64
-min_bucket_reso = 64
-max_bucket_reso = 64
-repeats = 1
-[training]
-base_model = "{tiny_sd}"
-network_dim = 4
-network_alpha = 2.0
-epochs = 1
-batch_size = 2
-sample_steps = 2
-[dedup]
-[filter]
-"""
+    settings = tiny_settings(tiny_blip, tiny_sd, max_bucket=64, repeats=1, epochs=1) + "[dedup]\n[filter]\n"
     add_subject(
         layout,
         "a",

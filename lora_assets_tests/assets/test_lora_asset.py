@@ -6,33 +6,14 @@ import dagster as dg
 import pytest
 
 from lora_assets.schedules import weekly_retrain
-from lora_assets_tests.conftest import add_subject
+from lora_assets_tests.conftest import add_subject, tiny_settings
 
 CHAIN = "raw_images,deduped_images,filtered_images,captions,dataset_zip,lora"
 
 
 @pytest.fixture
 def subject(graph, tiny_blip, tiny_sd):
-    settings = f"""
-trigger = "ohwx"
-[captions]
-model_id = "{tiny_blip}"
-min_words = 5
-max_words = 10
-num_beams = 1
-[dataset]
-resolution = 64
-min_bucket_reso = 64
-max_bucket_reso = 128
-repeats = 2
-[training]
-base_model = "{tiny_sd}"
-network_dim = 4
-network_alpha = 2.0
-epochs = 2
-batch_size = 2
-sample_steps = 2
-"""
+    settings = tiny_settings(tiny_blip, tiny_sd)
     add_subject(
         graph.layout,
         "alice",
