@@ -50,8 +50,9 @@ def subject_folders_sensor(context: dg.SensorEvaluationContext, data_root: DataR
     layout = data_root.layout()
     seen: dict[str, dict[str, str]] = json.loads(context.cursor) if context.cursor else {}
     known = set(context.instance.get_dynamic_partitions(SUBJECTS_PARTITION))
-    names = [name for name in layout.subject_names() if list_photo_files(layout.images_dir(name))]
-    new = [name for name in layout.subject_names() if name not in known]
+    folders = layout.subject_names()
+    names = [name for name in folders if list_photo_files(layout.images_dir(name))]
+    new = [name for name in folders if name not in known]
     events: list[dg.AssetObservation] = []
     cursor: dict[str, dict[str, str]] = {}
     for name in names:
