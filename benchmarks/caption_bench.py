@@ -24,8 +24,9 @@ import torch
 from PIL import Image
 
 from benchmarks.dedup_dataset import source_photos
-from lora_assets.captioning.blip import BlipCaptioner, GenerationSettings
+from lora_assets.captioning.blip import BlipCaptioner
 from lora_assets.models.tiny import blip_processor
+from lora_assets.settings import CaptionSettings
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SIZE = (4000, 3000)  # 12 MP
@@ -91,9 +92,9 @@ def ours(
     model: torch.nn.Module, processor: object, paths: list[Path], tokens: int, device: str, beams: int
 ) -> tuple[float, int]:
     captioner = BlipCaptioner(model, processor, device)
-    settings = GenerationSettings(num_beams=beams, fixed_new_tokens=tokens)
+    settings = CaptionSettings(num_beams=beams)
     start = time.perf_counter()
-    texts = captioner.caption_files(paths, settings, batch_size=None, max_pixels=10**9)
+    texts = captioner.caption_files(paths, settings, max_pixels=10**9, fixed_new_tokens=tokens)
     if device == "cuda":
         torch.cuda.synchronize()
     assert len(texts) == len(paths)

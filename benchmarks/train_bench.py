@@ -18,16 +18,16 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import torch
 from PIL import Image
 
 from benchmarks.dedup_dataset import source_photos
-from lora_assets.dataset.kohya_zip import DatasetImage, build_zip
+from lora_assets.dataset.kohya_zip import DatasetImage, DatasetOptions, build_zip
+from lora_assets.settings import DatasetSettings, TrainingSettings
 from lora_assets.training.base_model import bundled_sd15_config, load_base_model
-from lora_assets.training.config import TrainConfig
+from lora_assets.training.config import ModelFiles, TrainConfig
 from lora_assets.training.network import add_adapters
 from lora_assets.training.trainer import train
 
@@ -67,10 +67,10 @@ def dataset(folder: Path, count: int, side: int) -> Path:
         path = folder / f"photo-{index:03d}.jpg"
         Image.open(sources[index % len(sources)]).convert("RGB").resize((side, side)).save(path, quality=95)
         images.append(DatasetImage(path, path.name, f"ohwx man, photo {index}, outdoors"))
-    settings = SimpleNamespace(
-        repeats=1, resolution=side, min_bucket_reso=64, max_bucket_reso=1024, bucket_reso_steps=64
+    dataset = DatasetSettings(repeats=1, resolution=side, min_bucket_reso=64)
+    build_zip(
+        images, DatasetOptions.from_settings(dataset, TrainingSettings()), "ohwx", "man", folder / "set.zip"
     )
-    build_zip(images, settings, "ohwx", "man", folder / "set.zip")
     return folder / "set.zip"
 
 
@@ -158,21 +158,26 @@ def ours(
             dataset_zip=str(zip_path),
             work_dir=str(work),
             output_file=str(work / "out" / "bench.safetensors"),
-            base_model=str(base_dir),
+            log_file=str(work / "out" / "training_log.json"),
+            samples_dir=str(work / "out" / "samples"),
+            diffusers_dir=str(work / "out" / "bench-diffusers"),
             output_name="bench",
             trigger="ohwx",
             class_token="man",
-            resolution=side,
-            network_dim=RANK,
-            network_alpha=ALPHA,
-            train_text_encoder=False,
-            epochs=epochs,
-            batch_size=batch,
-            mixed_precision=mixed,
-            optimizer="AdamW",
-            save_every_n_epochs=10_000,
-            compile_unet=compile_mode is not None,
-            compile_mode=compile_mode or "default",
+            models=ModelFiles(base_model=str(base_dir)),
+            training=TrainingSettings(
+                network_dim=RANK,
+                network_alpha=ALPHA,
+                train_text_encoder=False,
+                epochs=epochs,
+                batch_size=batch,
+                mixed_precision=mixed,
+                optimizer="AdamW",
+                save_every_n_epochs=10_000,
+                sample_prompts=[],
+                compile_unet=compile_mode is not None,
+                compile_mode=compile_mode or "default",
+            ),
             training_key=f"bench-{compile_mode}",
         ),
         log=lambda message: None,

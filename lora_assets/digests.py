@@ -9,6 +9,13 @@ from pathlib import Path
 from typing import Any
 
 _CHUNK = 1 << 20
+VERSION_CHARS = 24  # 96 bits: data and settings versions shown in the UI
+
+
+def short_version(hexdigest: str) -> str:
+    """A data or settings version from a hex digest: short enough to read in the UI, long enough
+    never to collide among one subject's versions."""
+    return hexdigest[:VERSION_CHARS]
 
 
 def sha256_file(path: Path) -> str:

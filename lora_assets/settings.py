@@ -22,9 +22,15 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from lora_assets.digests import stable_hash, stable_json
+from lora_assets.digests import short_version, stable_hash, stable_json
+from lora_assets.models.references import CHECKPOINT_SUFFIXES
+from lora_assets.stages import STAGES
 
 Word = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^,\n\r\t]+$")]
+# Marks a field that changes how or when a stage runs, never what it produces (batch sizes,
+# compilation, automation): it is left out of the stage's settings version, so editing it reruns
+# nothing. `lora_assets_tests/test_settings_reach.py` proves each such field still takes effect.
+UNVERSIONED: dict[str, Any] = {"versioned": False}
 
 
 class StageSettings(BaseModel):
@@ -124,7 +130,11 @@ class CaptionSettings(StageSettings):
     )
     revision: str = Field("main", description="model revision (branch, tag or commit)")
     batch_size: int | None = Field(
-        None, ge=1, le=512, description="images per captioning batch (default: 64 on a GPU, 8 on a CPU)"
+        None,
+        ge=1,
+        le=512,
+        description="images per captioning batch (default: 64 on a GPU, 8 on a CPU)",
+        json_schema_extra=UNVERSIONED,
     )
     num_beams: int = Field(3, ge=1, le=16, description="beam search width")
     min_words: int = Field(30, ge=0, description="shortest caption in words (BLIP part)")
@@ -194,41 +204,122 @@ class TrainingSettings(StageSettings):
     clip_skip: int = Field(1, ge=1, le=12, description="use the N-th last text-encoder layer")
     min_snr_gamma: float | None = Field(None, gt=0, description="min-SNR loss weighting gamma (5 is usual)")
     noise_offset: float = Field(0.0, ge=0, description="noise offset (0.05-0.1 helps dark/bright images)")
-    gradient_checkpointing: bool = Field(False, description="trade compute for memory")
-    shuffle_caption: bool = Field(False, description="shuffle comma-separated caption parts")
-    keep_tokens: int = Field(1, ge=0, description="caption parts kept first when shuffling")
-    flip_aug: bool = Field(False, description="random horizontal flips")
-    bucket_no_upscale: bool = Field(True, description="never upscale an image to fit a bucket")
+    gradient_checkpointing: bool = Field(
+        False, description="trade compute for memory (same result)", json_schema_extra=UNVERSIONED
+    )
+    shuffle_caption: bool = Field(
+        False, description="shuffle comma-separated caption parts (written to dataset_config.toml)"
+    )
+    keep_tokens: int = Field(
+        1, ge=0, description="caption parts kept first when shuffling (written to dataset_config.toml)"
+    )
+    flip_aug: bool = Field(False, description="random horizontal flips (written to dataset_config.toml)")
+    bucket_no_upscale: bool = Field(
+        True, description="never upscale an image to fit a bucket (written to dataset_config.toml)"
+    )
     save_every_n_epochs: int = Field(1, ge=1, description="checkpoint + samples every N epochs")
-    keep_last_checkpoints: int = Field(2, ge=1, description="checkpoints kept for resuming")
+    keep_last_checkpoints: int = Field(
+        2, ge=1, description="checkpoints kept for resuming", json_schema_extra=UNVERSIONED
+    )
     sample_prompts: list[str] = Field(
         default_factory=lambda: ["{trigger} {class_token}, portrait photo"],
         description="prompts rendered after each saved epoch ({trigger}/{class_token} filled in)",
     )
     sample_steps: int = Field(20, ge=1, description="inference steps of sample images")
     compile_unet: bool = Field(
-        False, description="torch.compile the UNet on CUDA (minutes to compile per bucket shape; cached)"
+        False,
+        description="torch.compile the UNet on CUDA (minutes to compile per bucket shape; cached)",
+        json_schema_extra=UNVERSIONED,
     )
     compile_mode: Literal["default", "reduce-overhead", "max-autotune-no-cudagraphs"] = Field(
-        "reduce-overhead", description="torch.compile mode; reduce-overhead adds CUDA graphs"
+        "reduce-overhead",
+        description="torch.compile mode; reduce-overhead adds CUDA graphs",
+        json_schema_extra=UNVERSIONED,
     )
     export_diffusers: bool = Field(False, description="also save a diffusers/PEFT-format copy")
-    automation: Literal["eager", "cron"] = Field(
-        "cron", description="retrain as soon as inputs change, or only on the weekly schedule"
+    automation: Literal["eager", "cron"] | None = Field(
+        None,
+        description="'eager': retrain as soon as the dataset changes; 'cron': at the next retrain cron "
+        "tick; unset: $LORA_ASSETS_TRAINING_AUTOMATION (default 'cron')",
+        json_schema_extra=UNVERSIONED,
     )
 
+    @model_validator(mode="after")
+    def _warmup_needs_a_warmup_schedule(self) -> TrainingSettings:
+        if self.lr_warmup_steps and self.lr_scheduler == "constant":
+            raise ValueError(
+                f"lr_warmup_steps = {self.lr_warmup_steps} has no effect with lr_scheduler = 'constant': "
+                "use 'constant_with_warmup' (or 'cosine', 'linear')"
+            )
+        return self
 
-STAGES: tuple[str, ...] = ("ingest", "dedup", "filter", "captions", "dataset", "training")
-# Subject-wide fields each stage's output depends on (captions name the trigger, the zip's folder
-# does, the LoRA's metadata does).
-_SUBJECT_FIELDS: dict[str, tuple[str, ...]] = {
+    @property
+    def single_file_base(self) -> bool:
+        """Whether `base_model` names one checkpoint file (then `base_config` applies)."""
+        return self.base_model.lower().endswith(CHECKPOINT_SUFFIXES)
+
+
+# The `[captions]` fields only the BLIP captioner reads.
+BLIP_FIELDS = frozenset(
+    {
+        "model_id",
+        "revision",
+        "batch_size",
+        "num_beams",
+        "min_words",
+        "max_words",
+        "repetition_penalty",
+        "no_repeat_ngram_size",
+        "prompt",
+    }
+)
+
+
+def inactive_fields(settings: SubjectSettings, stage: str) -> set[str]:
+    """Fields of a stage's table that the other values make irrelevant (the template when BLIP
+    captions, the text-encoder options when it is frozen…): left out of the settings version, so
+    editing them reruns nothing."""
+    if stage == "captions":
+        return {"template"} if settings.captions.captioner == "blip" else set(BLIP_FIELDS)
+    if stage != "training":
+        return set()
+    t, inactive = settings.training, set()
+    if not t.train_text_encoder:
+        inactive |= {"text_encoder_dim", "text_encoder_alpha", "text_encoder_lr"}
+    if not t.sample_prompts:
+        inactive.add("sample_steps")
+    if not t.single_file_base:
+        inactive.add("base_config")
+    return inactive
+
+
+# Fields of other tables a stage's output depends on: the captions, the zip's folder and the
+# LoRA's metadata name the trigger; the zip's dataset_config.toml carries the [training] options
+# that sd-scripts reads from a dataset config (and our trainer reads them back from the zip).
+BORROWED_FIELDS: dict[str, tuple[str, ...]] = {
     "ingest": (),
     "dedup": (),
     "filter": (),
     "captions": ("class_token", "trigger"),
-    "dataset": ("class_token", "trigger"),
+    "dataset": (
+        "class_token",
+        "trigger",
+        "training.shuffle_caption",
+        "training.keep_tokens",
+        "training.flip_aug",
+        "training.bucket_no_upscale",
+    ),
     "training": ("class_token", "trigger"),
 }
+
+
+def unversioned_fields(model: type[BaseModel]) -> set[str]:
+    """Names of `model`'s fields marked `UNVERSIONED`."""
+    return {
+        name
+        for name, field in model.model_fields.items()
+        if isinstance(field.json_schema_extra, dict) and field.json_schema_extra.get("versioned") is False
+    }
 
 
 class SubjectSettings(StageSettings):
@@ -244,17 +335,23 @@ class SubjectSettings(StageSettings):
     training: TrainingSettings = Field(default_factory=TrainingSettings)
 
     def stage(self, stage: str) -> dict[str, Any]:
-        """A stage's effective settings as plain data: its table plus the subject-wide fields it uses."""
+        """A stage's effective settings as plain data: its table (without `UNVERSIONED` and
+        inactive fields) plus the fields of other tables it uses (`BORROWED_FIELDS`, by dotted name)."""
         if stage not in STAGES:
             raise KeyError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
-        values = getattr(self, stage).model_dump(mode="json")
-        for name in _SUBJECT_FIELDS[stage]:
-            values[name] = getattr(self, name)
+        table = getattr(self, stage)
+        excluded = unversioned_fields(type(table)) | inactive_fields(self, stage)
+        values = table.model_dump(mode="json", exclude=excluded)
+        for dotted in BORROWED_FIELDS[stage]:
+            holder: Any = self
+            for part in dotted.split("."):
+                holder = getattr(holder, part)
+            values[dotted] = holder
         return values
 
     def stage_version(self, stage: str) -> str:
         """Hash of a stage's effective settings: its Dagster data version."""
-        return stable_hash({"stage": stage, "settings": self.stage(stage)})[:24]
+        return short_version(stable_hash({"stage": stage, "settings": self.stage(stage)}))
 
 
 class SettingsError(ValueError):
@@ -344,11 +441,6 @@ def _nested_model(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def describe_defaults() -> dict[str, Any]:
-    """Every setting's default, for documentation and `settings show`."""
-    return SubjectSettings().model_dump(mode="json")
-
-
 def settings_reference_markdown() -> str:
     """The `subject.toml` reference table of the README, generated from the models themselves."""
     lines = ["| key | default | meaning |", "|---|---|---|"]
@@ -362,7 +454,10 @@ def settings_reference_markdown() -> str:
             default = field.get_default(call_default_factory=True)
             shown = "unset" if default is None else f"`{stable_json(default)}`"
             where = f"`[{prefix[:-1]}] {name}`" if prefix else f"`{name}`"
-            lines.append(f"| {where} | {shown} | {field.description or ''} |")
+            meaning = field.description or ""
+            if name in unversioned_fields(model):
+                meaning += " *(how or when, not what: editing it reruns nothing)*"
+            lines.append(f"| {where} | {shown} | {meaning} |")
 
     emit(SubjectSettings, "")
     return "\n".join(lines)

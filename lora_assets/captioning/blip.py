@@ -12,7 +12,6 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,28 +19,23 @@ import numpy as np
 from PIL import Image
 
 from lora_assets.images.decode import load_oriented_rgb
+from lora_assets.settings import CaptionSettings
 
 TOKENS_PER_WORD = 1.4  # BERT WordPiece tokens per English word in BLIP captions
 PREFETCH_BATCHES = 3
+# The `[captions]` fields that shape generated text: with the model, the per-image cache key.
+GENERATION_FIELDS = frozenset(
+    {"min_words", "max_words", "num_beams", "repetition_penalty", "no_repeat_ngram_size", "prompt"}
+)
 
 
-@dataclass(frozen=True)
-class GenerationSettings:
-    """What shapes a caption; part of the per-image cache key."""
-
-    min_words: int = 30
-    max_words: int = 100
-    num_beams: int = 3
-    repetition_penalty: float = 1.3
-    no_repeat_ngram_size: int = 3
-    prompt: str = "a picture of"
-    fixed_new_tokens: int | None = None  # benchmarks: every caption exactly this many tokens
-
-    def token_limits(self) -> tuple[int, int]:
-        """(min_new_tokens, max_new_tokens) that yield min..max words after cleaning."""
-        if self.fixed_new_tokens:
-            return self.fixed_new_tokens, self.fixed_new_tokens
-        return math.ceil(self.min_words * TOKENS_PER_WORD), math.ceil(self.max_words * TOKENS_PER_WORD) + 4
+def token_limits(settings: CaptionSettings, fixed_new_tokens: int | None = None) -> tuple[int, int]:
+    """(min_new_tokens, max_new_tokens) that yield min..max words after cleaning; benchmarks fix
+    every caption at exactly `fixed_new_tokens`."""
+    if fixed_new_tokens:
+        return fixed_new_tokens, fixed_new_tokens
+    low = math.ceil(settings.min_words * TOKENS_PER_WORD)
+    return low, math.ceil(settings.max_words * TOKENS_PER_WORD) + 4
 
 
 class BlipCaptioner:
@@ -88,7 +82,9 @@ class BlipCaptioner:
         array = np.asarray(resized, dtype=np.float32) / 255.0
         return ((array - self.mean) / self.std).transpose(2, 0, 1)
 
-    def caption_arrays(self, pixels: Sequence[np.ndarray], settings: GenerationSettings) -> list[str]:
+    def caption_arrays(
+        self, pixels: Sequence[np.ndarray], settings: CaptionSettings, fixed_new_tokens: int | None = None
+    ) -> list[str]:
         """Raw generated text (prompt included) for a batch of preprocessed images."""
         import torch
 
@@ -98,7 +94,7 @@ class BlipCaptioner:
             if settings.prompt
             else None
         )
-        min_tokens, max_tokens = settings.token_limits()
+        min_tokens, max_tokens = token_limits(settings, fixed_new_tokens)
         kwargs: dict[str, Any] = {}
         if prompt is not None:
             kwargs = {
@@ -120,18 +116,19 @@ class BlipCaptioner:
     def caption_files(
         self,
         paths: Sequence[Path],
-        settings: GenerationSettings,
-        batch_size: int | None,
+        settings: CaptionSettings,
         max_pixels: int,
         progress: Callable[[int, int], None] | None = None,
         decode_workers: int | None = None,
+        fixed_new_tokens: int | None = None,
     ) -> list[str]:
-        """Raw text for every file, decoding (drafted) in threads while the model runs."""
+        """Raw text for every file, decoding (drafted) in threads while the model runs, in batches
+        of `settings.batch_size` (default `default_batch_size`)."""
         results: list[str] = []
-        batch_size = batch_size or self.default_batch_size
+        batch_size = settings.batch_size or self.default_batch_size
         workers = decode_workers or min(16, os.cpu_count() or 1)
         for batch in self._batches(paths, batch_size, max_pixels, workers):
-            results.extend(self.caption_arrays(batch, settings))
+            results.extend(self.caption_arrays(batch, settings, fixed_new_tokens))
             if progress:
                 progress(len(results), len(paths))
         return results

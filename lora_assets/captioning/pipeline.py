@@ -4,12 +4,12 @@ then the final text with trigger, class token and quality tags."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from lora_assets.captioning.blip import BlipCaptioner, GenerationSettings
+from lora_assets.captioning.blip import GENERATION_FIELDS, BlipCaptioner
 from lora_assets.captioning.text import assemble, clean_generated, word_count
 from lora_assets.record_store import RecordStore
 from lora_assets.settings import CaptionSettings
@@ -68,32 +68,23 @@ class Captioner:
     progress: Callable[[int, int], None] | None = None
     load_blip: Callable[[str, str], BlipCaptioner] = BlipCaptioner.load
 
-    def generation(self) -> GenerationSettings:
-        s = self.settings
-        return GenerationSettings(
-            min_words=s.min_words,
-            max_words=s.max_words,
-            num_beams=s.num_beams,
-            repetition_penalty=s.repetition_penalty,
-            no_repeat_ngram_size=s.no_repeat_ngram_size,
-            prompt=s.prompt,
-        )
-
     def cache_key(self, sha256: str) -> str:
+        """The image, the model and the fields that shape generated text (not trigger, tags, …)."""
         return RecordStore.key_for(
             "caption",
             CAPTION_VERSION,
             sha256,
             self.settings.model_id,
             self.settings.revision,
-            asdict(self.generation()),
+            self.settings.model_dump(include=GENERATION_FIELDS),
         )
 
     def run(
         self, items: Sequence[CaptionItem], overrides: dict[str, str]
     ) -> tuple[pd.DataFrame, dict[str, int]]:
-        """One row per item (see COLUMNS) and counters: generated, cached, overrides, template."""
-        counters = {"generated": 0, "cached": 0, "overrides": 0, "template": 0}
+        """One row per item (see COLUMNS) and counters: generated, cached, overrides, template,
+        and the batch size BLIP ran at (0 when nothing was generated)."""
+        counters = {"generated": 0, "cached": 0, "overrides": 0, "template": 0, "batch_size": 0}
         bodies: dict[str, str] = {}
         to_generate: list[CaptionItem] = []
         for item in items:
@@ -106,7 +97,8 @@ class Captioner:
             elif item.sha256 not in {i.sha256 for i in to_generate}:
                 to_generate.append(item)
         if to_generate:
-            bodies.update(self._generate(to_generate))
+            generated, counters["batch_size"] = self._generate(to_generate)
+            bodies.update(generated)
             counters["generated"] = len(to_generate)
         rows = []
         tag_text = self.settings.quality_tags.model_dump()
@@ -143,21 +135,14 @@ class Captioner:
             return text
         return assemble(self.trigger, self.class_token, text, [])
 
-    def _generate(self, items: Sequence[CaptionItem]) -> dict[str, str]:
+    def _generate(self, items: Sequence[CaptionItem]) -> tuple[dict[str, str], int]:
+        """BLIP bodies by sha256 (cached as they are made) and the batch size used."""
         captioner = self.load_blip(self.model_reference, self.settings.revision)
-        generation = self.generation()
-        raw = captioner.caption_files(
-            [item.copy_path for item in items],
-            generation,
-            self.settings.batch_size,
-            self.max_pixels,
-            self.progress,
-        )
+        s = self.settings
+        raw = captioner.caption_files([item.copy_path for item in items], s, self.max_pixels, self.progress)
         bodies = {}
         for item, text in zip(items, raw, strict=True):
-            body = clean_generated(
-                text, generation.prompt, generation.no_repeat_ngram_size, generation.max_words
-            )
+            body = clean_generated(text, s.prompt, s.no_repeat_ngram_size, s.max_words)
             self.cache.put(self.cache_key(item.sha256), {"text": body, "raw": text})
             bodies[item.sha256] = body
-        return bodies
+        return bodies, s.batch_size or captioner.default_batch_size

@@ -4,7 +4,8 @@ Layout (what sd-scripts and the Kohya notebooks expect):
 
     <repeats>_<trigger> <class_token>/<image>        training copies
     <repeats>_<trigger> <class_token>/<image>.txt    captions (one extension everywhere)
-    dataset_config.toml                              sd-scripts dataset config (buckets 256-1024/64)
+    dataset_config.toml                              sd-scripts dataset config: buckets, caption
+                                                     shuffling, flips (what our trainer reads too)
     metadata.jsonl                                   Hugging Face `imagefolder` captions
 
 Entries are sorted, timestamps fixed at 1980-01-01, permissions 0644, images stored and text
@@ -14,22 +15,25 @@ re-opened and verified (CRCs, every image has a caption), then renamed into plac
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
+import tomllib
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import tomli_w
 
-if TYPE_CHECKING:  # settings need pydantic; training processes (GPU nodes) only read zips
-    from lora_assets.settings import DatasetSettings
+from lora_assets.digests import sha256_file
+
+if TYPE_CHECKING:
+    from lora_assets.settings import DatasetSettings, TrainingSettings
 
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)
+CONFIG_NAME = "dataset_config.toml"
 CAPTION_EXTENSION = ".txt"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
@@ -47,31 +51,62 @@ class DatasetError(ValueError):
     """A zip that fails verification."""
 
 
+@dataclass(frozen=True)
+class DatasetOptions:
+    """The options of an sd-scripts dataset config that this zip carries: written from the
+    `[dataset]` and `[training]` settings, read back by the trainer (the zip is what it trains on)."""
+
+    repeats: int
+    resolution: int
+    min_bucket_reso: int
+    max_bucket_reso: int
+    bucket_reso_steps: int
+    bucket_no_upscale: bool
+    shuffle_caption: bool
+    keep_tokens: int
+    flip_aug: bool
+
+    @classmethod
+    def from_settings(cls, dataset: DatasetSettings, training: TrainingSettings) -> DatasetOptions:
+        return cls(
+            repeats=dataset.repeats,
+            resolution=dataset.resolution,
+            min_bucket_reso=dataset.min_bucket_reso,
+            max_bucket_reso=dataset.max_bucket_reso,
+            bucket_reso_steps=dataset.bucket_reso_steps,
+            bucket_no_upscale=training.bucket_no_upscale,
+            shuffle_caption=training.shuffle_caption,
+            keep_tokens=training.keep_tokens,
+            flip_aug=training.flip_aug,
+        )
+
+
 def subset_folder(repeats: int, trigger: str, class_token: str) -> str:
     return f"{repeats}_{trigger} {class_token}"
 
 
-def dataset_config(settings: DatasetSettings, folder: str, trigger: str, class_token: str) -> str:
+def dataset_config(options: DatasetOptions, folder: str, trigger: str, class_token: str) -> str:
     """sd-scripts' dataset_config.toml for the zip's one subset (paths relative to the unzip folder)."""
     document = {
         "general": {
             "caption_extension": CAPTION_EXTENSION,
-            "keep_tokens": 1,
-            "shuffle_caption": False,
+            "keep_tokens": options.keep_tokens,
+            "shuffle_caption": options.shuffle_caption,
+            "flip_aug": options.flip_aug,
             "enable_bucket": True,
         },
         "datasets": [
             {
-                "resolution": settings.resolution,
-                "min_bucket_reso": settings.min_bucket_reso,
-                "max_bucket_reso": settings.max_bucket_reso,
-                "bucket_reso_steps": settings.bucket_reso_steps,
-                "bucket_no_upscale": True,
+                "resolution": options.resolution,
+                "min_bucket_reso": options.min_bucket_reso,
+                "max_bucket_reso": options.max_bucket_reso,
+                "bucket_reso_steps": options.bucket_reso_steps,
+                "bucket_no_upscale": options.bucket_no_upscale,
                 "subsets": [
                     {
                         "image_dir": folder,
                         "class_tokens": f"{trigger} {class_token}",
-                        "num_repeats": settings.repeats,
+                        "num_repeats": options.repeats,
                     }
                 ],
             }
@@ -80,11 +115,27 @@ def dataset_config(settings: DatasetSettings, folder: str, trigger: str, class_t
     return tomli_w.dumps(document)
 
 
+def read_dataset_config(text: str) -> DatasetOptions:
+    """The options of a dataset_config.toml written by `dataset_config`, with sd-scripts'
+    precedence (a subset's value over its dataset's over `[general]`)."""
+    document = tomllib.loads(text)
+    (dataset,) = document["datasets"]
+    (subset,) = dataset["subsets"]
+    values: dict[str, Any] = {
+        **document.get("general", {}),
+        **{k: v for k, v in dataset.items() if k != "subsets"},
+        **subset,
+    }
+    values["repeats"] = values.pop("num_repeats")
+    names = DatasetOptions.__dataclass_fields__
+    return DatasetOptions(**{name: values[name] for name in names})
+
+
 def build_zip(
-    images: Sequence[DatasetImage], settings: DatasetSettings, trigger: str, class_token: str, target: Path
+    images: Sequence[DatasetImage], options: DatasetOptions, trigger: str, class_token: str, target: Path
 ) -> str:
     """Write the dataset zip to `target` atomically; returns its sha256."""
-    folder = subset_folder(settings.repeats, trigger, class_token)
+    folder = subset_folder(options.repeats, trigger, class_token)
     names = [image.name for image in images]
     if len(set(names)) != len(names):
         raise DatasetError("two training images share a file name")
@@ -99,8 +150,8 @@ def build_zip(
         metadata_lines.append(
             json.dumps({"file_name": f"{folder}/{image.name}", "text": image.caption}, ensure_ascii=False)
         )
-    config = dataset_config(settings, folder, trigger, class_token)
-    entries.append(("dataset_config.toml", config.encode("utf-8"), zipfile.ZIP_DEFLATED))
+    config = dataset_config(options, folder, trigger, class_token)
+    entries.append((CONFIG_NAME, config.encode("utf-8"), zipfile.ZIP_DEFLATED))
     entries.append(
         ("metadata.jsonl", ("\n".join(metadata_lines) + "\n").encode("utf-8"), zipfile.ZIP_DEFLATED)
     )
@@ -121,7 +172,7 @@ def build_zip(
                 )
         verify_zip(Path(temporary))
         Path(temporary).chmod(0o644)
-        digest = hashlib.sha256(Path(temporary).read_bytes()).hexdigest()
+        digest = sha256_file(Path(temporary))
         os.replace(temporary, target)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
@@ -144,8 +195,8 @@ def verify_zip(path: Path) -> dict[str, str]:
                 if caption not in names:
                     raise DatasetError(f"{path}: {name} has no caption ({caption})")
                 captions[name] = archive.read(caption).decode("utf-8")
-        if "dataset_config.toml" not in names or "metadata.jsonl" not in names:
-            raise DatasetError(f"{path}: dataset_config.toml or metadata.jsonl missing")
+        if CONFIG_NAME not in names or "metadata.jsonl" not in names:
+            raise DatasetError(f"{path}: {CONFIG_NAME} or metadata.jsonl missing")
         return captions
 
 

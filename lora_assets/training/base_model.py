@@ -19,16 +19,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-SAFETENSORS_SUFFIXES = (".safetensors",)
-PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
-CHECKPOINT_SUFFIXES = SAFETENSORS_SUFFIXES + PICKLE_SUFFIXES
+from lora_assets.models.references import CHECKPOINT_SUFFIXES, PICKLE_SUFFIXES, SAFETENSORS_SUFFIXES
+
 PIPELINE_COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 _IDENTITY_SUFFIXES = frozenset((*CHECKPOINT_SUFFIXES, ".json", ".txt", ".model"))
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
 
 
 @dataclass
-class BaseModel:
+class BaseModelParts:
     """The parts of a base model that LoRA training needs."""
 
     tokenizer: Any
@@ -46,7 +45,7 @@ def bundled_sd15_config() -> Path:
 
 def load_base_model(
     reference: str, vae: str | None = None, config: str | None = None, revision: str = "main"
-) -> BaseModel:
+) -> BaseModelParts:
     """Load `reference` (diffusers folder, single checkpoint file or hub id), optionally with another VAE.
 
     `config` is the diffusers config folder for a single-file checkpoint (default: bundled SD 1.5);
@@ -70,7 +69,7 @@ def load_base_model(
     if vae is not None:
         base_vae = _load_vae(vae, config_source, revision if local is None else None)
     noise_scheduler = DDPMScheduler.from_config(scheduler_config)
-    return BaseModel(
+    return BaseModelParts(
         tokenizer=tokenizer,
         text_encoder=text_encoder,
         vae=base_vae,

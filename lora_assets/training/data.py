@@ -4,7 +4,6 @@ exactly the batches an uninterrupted one would."""
 
 from __future__ import annotations
 
-import hashlib
 import random
 import re
 import zipfile
@@ -14,7 +13,14 @@ from pathlib import Path
 
 from PIL import Image
 
-from lora_assets.dataset.kohya_zip import CAPTION_EXTENSION, IMAGE_EXTENSIONS
+from lora_assets.dataset.kohya_zip import (
+    CAPTION_EXTENSION,
+    CONFIG_NAME,
+    IMAGE_EXTENSIONS,
+    DatasetOptions,
+    read_dataset_config,
+)
+from lora_assets.digests import sha256_file
 from lora_assets.training.buckets import Bucket, assign_bucket
 
 SUBSET_FOLDER = re.compile(r"^(\d+)_(.+)$")
@@ -34,7 +40,7 @@ class TrainImage:
 
 def extract_dataset(zip_path: Path, target: Path) -> Path:
     """Unzip once per zip content (a marker holds the zip's sha256); returns the folder."""
-    digest = hashlib.sha256(zip_path.read_bytes()).hexdigest()
+    digest = sha256_file(zip_path)
     marker = target / ".zip-sha256"
     if marker.exists() and marker.read_text() == digest:
         return target
@@ -57,10 +63,21 @@ def extract_dataset(zip_path: Path, target: Path) -> Path:
     return target
 
 
-def read_dataset(
-    folder: Path, resolution: int, min_side: int, max_side: int, step: int, no_upscale: bool
-) -> list[TrainImage]:
-    """Every `<repeats>_<name>/<image>` with its `.txt` caption, bucketed, sorted by path."""
+@dataclass(frozen=True)
+class Dataset:
+    """An unzipped dataset: its images and the options of its dataset_config.toml."""
+
+    images: list[TrainImage]
+    options: DatasetOptions
+
+
+def read_dataset(folder: Path) -> Dataset:
+    """Every `<repeats>_<name>/<image>` with its `.txt` caption, sorted by path, bucketed as the
+    folder's dataset_config.toml says."""
+    config = folder / CONFIG_NAME
+    if not config.is_file():
+        raise ValueError(f"{folder}: no {CONFIG_NAME} (buckets and caption options come from it)")
+    options = read_dataset_config(config.read_text(encoding="utf-8"))
     images = []
     for subset in sorted(p for p in folder.iterdir() if p.is_dir()):
         match = SUBSET_FOLDER.match(subset.name)
@@ -75,11 +92,19 @@ def read_dataset(
                 raise ValueError(f"{path}: no caption file {caption_file.name}")
             with Image.open(path) as image:
                 width, height = image.size
-            bucket = assign_bucket(width, height, resolution, min_side, max_side, step, no_upscale)
+            bucket = assign_bucket(
+                width,
+                height,
+                options.resolution,
+                options.min_bucket_reso,
+                options.max_bucket_reso,
+                options.bucket_reso_steps,
+                options.bucket_no_upscale,
+            )
             images.append(
                 TrainImage(
                     path=path,
-                    sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+                    sha256=sha256_file(path),
                     caption=caption_file.read_text(encoding="utf-8").strip(),
                     repeats=repeats,
                     folder=subset.name,
@@ -88,7 +113,7 @@ def read_dataset(
             )
     if not images:
         raise ValueError(f"{folder}: no `<repeats>_<name>/` folder with images and captions")
-    return images
+    return Dataset(images, options)
 
 
 def epoch_batches(images: list[TrainImage], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
@@ -105,10 +130,6 @@ def epoch_batches(images: list[TrainImage], batch_size: int, seed: int, epoch: i
         batches.extend(members[i : i + batch_size] for i in range(0, len(members), batch_size))
     rng.shuffle(batches)
     return batches
-
-
-def steps_per_epoch(images: list[TrainImage], batch_size: int) -> int:
-    return len(epoch_batches(images, batch_size, 0, 0))
 
 
 def shuffle_caption(caption: str, keep_tokens: int, seed: str) -> str:

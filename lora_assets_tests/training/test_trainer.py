@@ -8,10 +8,10 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from lora_assets.dataset.kohya_zip import DatasetImage, build_zip
-from lora_assets.settings import DatasetSettings
+from lora_assets.dataset.kohya_zip import DatasetImage, DatasetOptions, build_zip
+from lora_assets.settings import DatasetSettings, TrainingSettings
 from lora_assets.training.base_model import load_base_model
-from lora_assets.training.config import TrainConfig
+from lora_assets.training.config import ModelFiles, TrainConfig
 from lora_assets.training.network import (
     TEXT_ENCODER_TARGETS,
     UNET_TARGETS,
@@ -30,30 +30,36 @@ PHOTOS = {
 }
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("dataset")
+def build_dataset(folder: Path, **training: object) -> Path:
+    """A real dataset zip of four small photos at 64 px buckets; `training` options go into its
+    dataset_config.toml (shuffle_caption, keep_tokens, flip_aug, bucket_no_upscale)."""
+    folder.mkdir(parents=True, exist_ok=True)
     images = []
     for name, (photo, size) in PHOTOS.items():
         Image.open(sample_photo(photo)).convert("RGB").resize(size).save(folder / name, quality=95)
         images.append(DatasetImage(folder / name, name, f"ohwx man, a photo of {name[:-4]}, outdoors"))
-    build_zip(images, DatasetSettings(repeats=2, resolution=64), "ohwx", "man", folder / "set.zip")
+    dataset = DatasetSettings(repeats=2, resolution=64, min_bucket_reso=64, max_bucket_reso=128)
+    options = DatasetOptions.from_settings(dataset, TrainingSettings.model_validate(training))
+    build_zip(images, options, "ohwx", "man", folder / "set.zip")
     return folder / "set.zip"
 
 
-def config(tmp_path: Path, dataset: Path, base: Path, **overrides) -> TrainConfig:
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return build_dataset(tmp_path_factory.mktemp("dataset"))
+
+
+def config(
+    tmp_path: Path,
+    dataset: Path,
+    base: Path,
+    vae: str | None = None,
+    base_config: str | None = None,
+    training_key: str = "test",
+    **training: object,
+) -> TrainConfig:
+    out = tmp_path / "out"
     values = dict(
-        dataset_zip=str(dataset),
-        work_dir=str(tmp_path / "work"),
-        output_file=str(tmp_path / "out" / "x.safetensors"),
-        base_model=str(base),
-        output_name="x",
-        trigger="ohwx",
-        class_token="man",
-        resolution=64,
-        min_bucket_reso=64,
-        max_bucket_reso=128,
-        bucket_reso_steps=64,
         network_dim=4,
         network_alpha=2.0,
         epochs=1,
@@ -61,10 +67,22 @@ def config(tmp_path: Path, dataset: Path, base: Path, **overrides) -> TrainConfi
         mixed_precision="no",
         sample_prompts=["ohwx man"],
         sample_steps=2,
-        training_key="test",
     )
-    values.update(overrides)
-    return TrainConfig(**values)
+    values.update(training)
+    return TrainConfig(
+        dataset_zip=str(dataset),
+        work_dir=str(tmp_path / "work"),
+        output_file=str(out / "x.safetensors"),
+        log_file=str(out / "training_log.json"),
+        samples_dir=str(out / "samples"),
+        diffusers_dir=str(out / "x-diffusers"),
+        output_name="x",
+        trigger="ohwx",
+        class_token="man",
+        models=ModelFiles(base_model=str(base), vae=vae, base_config=base_config),
+        training=TrainingSettings.model_validate(values),
+        training_key=training_key,
+    )
 
 
 def test_kohya_file_names_every_targeted_module_and_reloads_exactly(tmp_path, dataset, tiny_sd):
@@ -167,10 +185,11 @@ def test_latents_come_from_the_cache_on_a_retrain_without_calling_the_encoder(
 
 
 def test_single_file_base_model_and_training_options(tmp_path, dataset, tiny_sd):
+    flipped = build_dataset(tmp_path / "flipped", flip_aug=True)
     result = train(
         config(
             tmp_path,
-            dataset,
+            flipped,
             tiny_sd / "tiny-sd.safetensors",
             base_config=str(tiny_sd),
             vae=str(tiny_sd / "tiny-vae.safetensors"),
@@ -178,7 +197,6 @@ def test_single_file_base_model_and_training_options(tmp_path, dataset, tiny_sd)
             clip_skip=2,
             min_snr_gamma=5.0,
             noise_offset=0.05,
-            flip_aug=True,
             lr_scheduler="cosine",
             lr_warmup_steps=1,
             gradient_checkpointing=True,
@@ -194,9 +212,8 @@ def test_single_file_base_model_and_training_options(tmp_path, dataset, tiny_sd)
     shuffled = train(
         config(
             tmp_path / "s",
-            dataset,
+            build_dataset(tmp_path / "shuffled", shuffle_caption=True),
             tiny_sd,
-            shuffle_caption=True,
             train_text_encoder=False,
             sample_prompts=[],
         )
