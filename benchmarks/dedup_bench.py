@@ -27,8 +27,9 @@ from PIL import Image
 
 from benchmarks.dedup_dataset import KEEPABLE_ROLES, Item, build, source_photos
 from lora_assets.images.candidates import candidate_pairs
-from lora_assets.images.dedup import Deduplicator, Photo
+from lora_assets.images.dedup import Deduplicator
 from lora_assets.images.grouping import group_items
+from lora_assets.images.workers import Photo
 from lora_assets.settings import DedupSettings
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -29,8 +29,8 @@ import torch
 from PIL import Image
 
 from benchmarks.dedup_dataset import source_photos
+from lora_assets.layout import DataLayout
 from lora_assets.models.tiny import build_tiny_blip, build_tiny_sd
-from lora_assets.storage import DataLayout
 from lora_assets_tests.conftest import Graph
 from lora_assets_tests.test_automation import ASSETS, Automation
 

@@ -4,9 +4,8 @@ from pathlib import Path
 
 import dagster as dg
 
+from lora_assets.assets.lora import lora, resolve_models
 from lora_assets.assets.subject_run import SubjectRun
-from lora_assets.assets.training import lora
-from lora_assets.models.references import resolve_model
 from lora_assets.partitions import subjects_partitions
 from lora_assets.storage import DataRoot
 from lora_assets.training.verify import key_problems, lora_changes_output, non_finite, read
@@ -14,7 +13,7 @@ from lora_assets.training.verify import key_problems, lora_changes_output, non_f
 
 def _lora_file(context: dg.AssetCheckExecutionContext, data_root: DataRoot) -> tuple[SubjectRun, Path]:
     run = SubjectRun.start(context, data_root)
-    return run, run.layout.loras_dir(run.subject) / f"{run.subject}.safetensors"
+    return run, run.files.lora_file
 
 
 @dg.asset_check(
@@ -53,17 +52,14 @@ def lora_loads_in_diffusers(
     context: dg.AssetCheckExecutionContext, data_root: DataRoot
 ) -> dg.AssetCheckResult:
     run, path = _lora_file(context, data_root)
-    settings = run.settings.training
-    config = resolve_model(settings.base_config, run.layout.root) if settings.base_config else None
-    vae = resolve_model(settings.vae, run.layout.root) if settings.vae else None
-    trigger = run.settings.trigger or run.subject
+    models = resolve_models(run)
     side = min(256, run.settings.dataset.resolution)
     change = lora_changes_output(
         path,
-        resolve_model(settings.base_model, run.layout.root),
-        vae,
-        config,
-        f"{trigger} {run.settings.class_token}",
+        models.base_model,
+        models.vae,
+        models.base_config,
+        f"{run.trigger} {run.settings.class_token}",
         side,
     )
     return dg.AssetCheckResult(

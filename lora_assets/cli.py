@@ -7,11 +7,16 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from lora_assets.settings import STAGES, SettingsError, load_subject_settings
+from lora_assets.settings import SettingsError, load_subject_settings
+from lora_assets.stages import STAGES
 from lora_assets.subjects import IMAGE_EXTENSIONS, InvalidSubjectName, list_photo_files, validate_subject_name
+
+if TYPE_CHECKING:
+    from lora_assets.images.dedup import DedupResult
 
 SAMPLE_SUBJECT = "sample"
 DAGSTER_HOME_DIR = ".dagster_home"
@@ -24,7 +29,7 @@ trigger = "{name}"
 
 
 def _layout(data_root: str | None):  # noqa: ANN202 - storage imports dagster; keep --help fast
-    from lora_assets.storage import DataLayout, default_data_root
+    from lora_assets.layout import DataLayout, default_data_root
 
     return DataLayout(Path(data_root or default_data_root()).expanduser().resolve())
 
@@ -191,9 +196,8 @@ def dedup(
     """Find near-duplicates under DIRECTORY (recursively) and say which copy to keep. Touches nothing."""
     import json
 
-    from tqdm import tqdm
-
-    from lora_assets.images.dedup import Deduplicator, Photo
+    from lora_assets.images.dedup import Deduplicator
+    from lora_assets.images.workers import Photo
     from lora_assets.settings import DedupSettings, IngestSettings, parse_similarity
 
     try:
@@ -203,54 +207,74 @@ def dedup(
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--similarity") from None
     files = list_photo_files(directory)
-    bars: dict[str, tqdm] = {}
-
-    def progress(stage: str, done: int, total: int) -> None:
-        if stage not in bars:
-            bars[stage] = tqdm(
-                total=total, desc=stage, unit="img" if stage != "verifying" else "pair", leave=False
-            )
-        bars[stage].update(done - bars[stage].n)
-
     photos = [Photo(f.relpath, f.path) for f in files]
-    result = Deduplicator(settings, IngestSettings().max_pixels, workers, progress=progress).run(photos)
-    for bar in bars.values():
-        bar.close()
+    with ProgressBars() as progress:
+        result = Deduplicator(settings, IngestSettings().max_pixels, workers, progress=progress).run(photos)
+    if as_json:
+        click.echo(json.dumps(dedup_document(result, directory), indent=2))
+    else:
+        echo_dedup_table(result, directory, len(files))
+
+
+class ProgressBars:
+    """One `tqdm` bar per stage of a `(stage, done, total)` progress callback, on stderr."""
+
+    def __init__(self) -> None:
+        self.bars: dict[str, Any] = {}
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        from tqdm import tqdm
+
+        if stage not in self.bars:
+            unit = "pair" if stage == "verifying" else "img"
+            self.bars[stage] = tqdm(total=total, desc=stage, unit=unit, leave=False)
+        self.bars[stage].update(done - self.bars[stage].n)
+
+    def __enter__(self) -> ProgressBars:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for bar in self.bars.values():
+            bar.close()
+
+
+def dedup_document(result: DedupResult, directory: Path) -> dict[str, Any]:
+    """`lora-assets dedup --json`: groups (keep, drop, reason, scores), unique, similar, rejected."""
 
     def shown(key: str) -> str:
         return str(directory / key)
 
-    if as_json:
-        document = {
-            "groups": [
-                {
-                    "keep": shown(group.kept[0]),
-                    "drop": [shown(key) for key in group.dropped],
-                    "reason": group.reason,
-                    "scores": {shown(key): value for key, value in group.scores.items()},
-                }
-                for group in result.groups
-            ],
-            "unique": [shown(key) for key in result.unique],
-            "similar": [{**pair, "a": shown(pair["a"]), "b": shown(pair["b"])} for pair in result.similar],
-            "rejected": [{"path": shown(r["path"]), "error": r["error"]} for r in result.rejected],
-            "seconds": result.seconds,
-        }
-        click.echo(json.dumps(document, indent=2))
-        return
+    return {
+        "groups": [
+            {
+                "keep": shown(group.kept[0]),
+                "drop": [shown(key) for key in group.dropped],
+                "reason": group.reason,
+                "scores": {shown(key): value for key, value in group.scores.items()},
+            }
+            for group in result.groups
+        ],
+        "unique": [shown(key) for key in result.unique],
+        "similar": [{**pair, "a": shown(pair["a"]), "b": shown(pair["b"])} for pair in result.similar],
+        "rejected": [{"path": shown(r["path"]), "error": r["error"]} for r in result.rejected],
+        "seconds": result.seconds,
+    }
+
+
+def echo_dedup_table(result: DedupResult, directory: Path, files: int) -> None:
+    """`lora-assets dedup` without --json: one line per decision, then a summary."""
     for number, group in enumerate(result.groups, 1):
-        click.echo(f"group {number}: keep {shown(group.kept[0])}  ({group.reason})")
+        click.echo(f"group {number}: keep {directory / group.kept[0]}  ({group.reason})")
         for key in group.dropped:
-            click.echo(f"    drop {shown(key)}  ({group.reasons[key].removeprefix('dropped: ')})")
+            click.echo(f"    drop {directory / key}  ({group.reasons[key].removeprefix('dropped: ')})")
     for pair in result.similar:
-        click.echo(
-            f"similar (review): {shown(pair['a'])} ~ {shown(pair['b'])}  (colour {pair['colour']:.2f})"
-        )
+        a, b = directory / pair["a"], directory / pair["b"]
+        click.echo(f"similar (review): {a} ~ {b}  (colour {pair['colour']:.2f})")
     for rejected in result.rejected:
-        click.echo(f"rejected: {shown(rejected['path'])}: {rejected['error']}")
+        click.echo(f"rejected: {directory / rejected['path']}: {rejected['error']}")
     dropped = sum(len(g.dropped) for g in result.groups)
     click.echo(
-        f"{len(files)} files: {len(result.groups)} duplicate groups, {dropped} to drop, "
+        f"{files} files: {len(result.groups)} duplicate groups, {dropped} to drop, "
         f"{len(result.unique)} unique, {len(result.similar)} similar pairs, {len(result.rejected)} rejected"
     )
 

@@ -3,23 +3,25 @@
 import dagster as dg
 
 from lora_assets.assets.captions import captions
-from lora_assets.assets.dataset import dataset_zip
-from lora_assets.assets.dedup import deduped_images
-from lora_assets.assets.filtering import filtered_images
-from lora_assets.assets.ingest import raw_images
+from lora_assets.assets.dataset_zip import dataset_zip
+from lora_assets.assets.deduped_images import deduped_images
+from lora_assets.assets.filtered_images import filtered_images
+from lora_assets.assets.lora import lora
+from lora_assets.assets.raw_images import raw_images
 from lora_assets.assets.sources import settings_sources, subject_photos
-from lora_assets.assets.training import lora
 from lora_assets.automation import automation_sensor, training_condition
 from lora_assets.checks import lora_keys_and_metadata, lora_loads_in_diffusers, lora_weights_finite
 from lora_assets.jobs import observe_sources_job, raw_images_job, training_chain_job
+from lora_assets.layout import default_data_root
 from lora_assets.schedules import weekly_retrain
 from lora_assets.sensors import subject_folders_sensor
-from lora_assets.storage import DataRoot, default_data_root
+from lora_assets.storage import DataRoot
 
 
 def build_definitions(data_root: str | None = None) -> dg.Definitions:
     """Definitions over a data root (default: `$LORA_ASSETS_DATA_ROOT` or `./data`); tests pass their own."""
-    condition = training_condition()
+    root = data_root or default_data_root()
+    condition = training_condition(root)
     return dg.Definitions(
         assets=[
             *settings_sources,
@@ -29,7 +31,7 @@ def build_definitions(data_root: str | None = None) -> dg.Definitions:
             filtered_images,
             captions,
             dataset_zip,
-            # Read at load time, so `$LORA_ASSETS_TRAINING_AUTOMATION` applies without a code change.
+            # Built here: it reads each subject's [training] automation under this data root.
             lora.map_asset_specs(lambda spec: spec.replace_attributes(automation_condition=condition)),
         ],
         asset_checks=[lora_keys_and_metadata, lora_weights_finite, lora_loads_in_diffusers],
@@ -37,7 +39,7 @@ def build_definitions(data_root: str | None = None) -> dg.Definitions:
         schedules=[weekly_retrain],
         sensors=[subject_folders_sensor, automation_sensor],
         resources={
-            "data_root": DataRoot(path=data_root or default_data_root()),
+            "data_root": DataRoot(path=root),
             "pipes_subprocess_client": dg.PipesSubprocessClient(),
         },
     )

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from lora_assets.assets.ingest import raw_images
+from lora_assets.assets.raw_images import raw_images
 from lora_assets.assets.sources import SOURCE_KEYS
 
 raw_images_job = dg.define_asset_job(

@@ -6,30 +6,16 @@ exactly the affected (asset, subject) pairs; this sensor launches no runs itself
 
 import json
 import warnings
-from collections.abc import Callable
 
 import dagster as dg
 
-from lora_assets.assets.sources import settings_source_name, stage_settings_version, subject_photos
+from lora_assets.assets.sources import source_versions
 from lora_assets.partitions import SUBJECTS_PARTITION, subjects_partitions
-from lora_assets.settings import STAGES, SettingsError
-from lora_assets.storage import DataLayout, DataRoot
-from lora_assets.subjects import folder_fingerprint, list_photo_files
+from lora_assets.settings import SettingsError
+from lora_assets.storage import DataRoot
+from lora_assets.subjects import list_photo_files
 
 DATA_VERSION_TAG = "dagster/data_version"
-
-
-def source_versions(layout: DataLayout, subject: str) -> dict[str, Callable[[], str]]:
-    """How to compute each source asset's version for one subject (the same functions the
-    observable sources use, so a sensor observation and a UI observation always agree)."""
-    versions: dict[str, Callable[[], str]] = {
-        subject_photos.key.to_user_string(): lambda: folder_fingerprint(layout.images_dir(subject))[:24]
-    }
-    for stage in STAGES:
-        versions[settings_source_name(stage)] = lambda stage=stage: stage_settings_version(
-            layout, subject, stage
-        )
-    return versions
 
 
 def _observation(source: str, subject: str, version: str) -> dg.AssetObservation:

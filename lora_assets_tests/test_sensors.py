@@ -79,7 +79,7 @@ def test_changed_folder_is_observed_for_that_subject_only(layout, instance):
     assert photos_observed(replaced) == ["alice"]
 
 
-def test_invalid_folder_names_and_empty_folders_request_nothing(layout, instance):
+def test_empty_folder_is_registered_without_observations_and_invalid_names_are_ignored(layout, instance):
     (layout.subjects_dir / "not a subject").mkdir()
     (layout.subjects_dir / "empty" / "images").mkdir(parents=True)
     result = tick(layout, instance)

@@ -8,18 +8,16 @@ import dagster as dg
 import pandas as pd
 from PIL import Image
 
-from lora_assets.assets.filtering import filtered_images
-from lora_assets.assets.sources import settings_source, stage_settings_version
+from lora_assets.assets.filtered_images import filtered_images
+from lora_assets.assets.sources import stage_settings_version
+from lora_assets.assets.stage_asset import stage_asset
 from lora_assets.assets.subject_run import SubjectRun
-from lora_assets.automation import eager_on_new_data
 from lora_assets.captioning.pipeline import CAPTION_VERSION, Captioner, CaptionItem, read_sidecars
-from lora_assets.digests import hash_lines
+from lora_assets.digests import hash_lines, short_version
 from lora_assets.models.references import resolve_model
-from lora_assets.partitions import subjects_partitions
 from lora_assets.record_store import RecordStore
 from lora_assets.storage import DataRoot
 
-STAGE = "captions"
 PREVIEW_ROWS = 10
 
 
@@ -38,36 +36,26 @@ def caption_preview(table: pd.DataFrame, copies_dir: Path) -> str:
     return "\n".join(lines)
 
 
-@dg.asset(
-    partitions_def=subjects_partitions,
-    automation_condition=eager_on_new_data(),
-    deps=[filtered_images, settings_source("captions")],
+@stage_asset(
+    "captions",
+    filtered_images,
     code_version=f"captions-{CAPTION_VERSION}",
-    group_name="dataset",
     kinds={"pytorch", "parquet"},
     description="BLIP captions (or the template, or the user's `<photo>.txt` / [captions.overrides]) "
     'as "{trigger} {class_token}, {caption}, {quality tags}".',
 )
 def captions(context: dg.AssetExecutionContext, data_root: DataRoot) -> dg.MaterializeResult:
     run = SubjectRun.start(context, data_root)
-    out = run.work_dir(STAGE)
+    files = run.files
     settings = run.settings.captions
-    filtered_dir = run.layout.work_dir(run.subject, "filtered_images")
-    filtered = (
-        pd.read_parquet(filtered_dir / "filtered.parquet")
-        if (filtered_dir / "filtered.parquet").exists()
-        else pd.DataFrame()
-    )
+    filtered = pd.read_parquet(files.filter_table) if files.filter_table.exists() else pd.DataFrame()
     items = [
         CaptionItem(
-            row.sha256, row.file_name, row.path, filtered_dir / "images" / row.file_name, tuple(row.flags)
+            row.sha256, row.file_name, row.path, files.training_copies / row.file_name, tuple(row.flags)
         )
         for row in filtered.itertuples()
     ]
-    overrides = {
-        **read_sidecars(run.layout.images_dir(run.subject), [item.path for item in items]),
-        **settings.overrides,
-    }
+    overrides = {**read_sidecars(files.photos, [item.path for item in items]), **settings.overrides}
     unknown = sorted(set(settings.overrides) - {item.path for item in items})
     for path in unknown:
         run.log.warning(
@@ -75,20 +63,20 @@ def captions(context: dg.AssetExecutionContext, data_root: DataRoot) -> dg.Mater
         )
     captioner = Captioner(
         settings=settings,
-        trigger=run.settings.trigger or run.subject,
+        trigger=run.trigger,
         class_token=run.settings.class_token,
-        settings_hash=stage_settings_version(run.layout, run.subject, STAGE),
-        model_reference=resolve_model(settings.model_id, run.layout.root),
-        cache=RecordStore(out / "cache"),
+        settings_hash=stage_settings_version(run.layout, run.subject, "captions"),
+        model_reference=resolve_model(settings.model_id, run.layout.root, settings.revision),
+        cache=RecordStore(files.caption_cache),
         max_pixels=run.settings.ingest.max_pixels,
         progress=run.progress("captioned"),
     )
     table, counters = captioner.run(items, overrides)
-    table.to_parquet(out / "captions.parquet", index=False)
+    table.to_parquet(files.captions_table, index=False)
     words = table["word_count"] if len(table) else pd.Series([0])
     version = hash_lines(f"{r.file_name}\t{r.caption}" for r in table.sort_values("file_name").itertuples())
     return dg.MaterializeResult(
-        data_version=dg.DataVersion(version[:24]),
+        data_version=dg.DataVersion(short_version(version)),
         metadata={
             "images": len(table),
             **counters,
@@ -99,9 +87,9 @@ def captions(context: dg.AssetExecutionContext, data_root: DataRoot) -> dg.Mater
             "unknown_overrides": dg.MetadataValue.json(unknown),
             "model": settings.model_id if settings.captioner == "blip" else settings.captioner,
             "preview": dg.MetadataValue.md(
-                caption_preview(table, filtered_dir / "images") if len(table) else "_none_"
+                caption_preview(table, files.training_copies) if len(table) else "_none_"
             ),
-            "captions": dg.MetadataValue.path(str(out / "captions.parquet")),
+            "captions": dg.MetadataValue.path(str(files.captions_table)),
             "dagster/row_count": len(table),
         },
     )

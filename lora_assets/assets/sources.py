@@ -11,18 +11,15 @@ from collections.abc import Callable
 import dagster as dg
 
 from lora_assets.captioning.pipeline import sidecar_digest_lines
-from lora_assets.digests import hash_lines
+from lora_assets.digests import hash_lines, short_version
+from lora_assets.layout import DataLayout
 from lora_assets.partitions import SUBJECTS_PARTITION, subjects_partitions
-from lora_assets.settings import STAGES, SettingsError, load_subject_settings
-from lora_assets.storage import DataLayout
+from lora_assets.settings import SettingsError, load_subject_settings
+from lora_assets.stages import PIPELINE, STAGES, stage_named
 from lora_assets.subjects import folder_fingerprint
 
 SETTINGS_GROUP = "subject_inputs"
-
-
-def settings_source_name(stage: str) -> str:
-    """Asset name of a stage's settings source, e.g. `captions_settings`."""
-    return f"{stage}_settings"
+PHOTOS_SOURCE = "subject_photos"
 
 
 def _observe_all(
@@ -47,8 +44,24 @@ def stage_settings_version(layout: DataLayout, subject: str, stage: str) -> str:
     user's caption files (`<photo>.txt` next to the photos), so their text is part of it."""
     version = load_subject_settings(layout.settings_file(subject), subject).stage_version(stage)
     if stage == "captions":
-        version = hash_lines([version, *sidecar_digest_lines(layout.images_dir(subject))])[:24]
+        version = short_version(hash_lines([version, *sidecar_digest_lines(layout.images_dir(subject))]))
     return version
+
+
+def photos_version(layout: DataLayout, subject: str) -> str:
+    """The version of a subject's photo folder: its listing's (path, size, mtime), no bytes read."""
+    return short_version(folder_fingerprint(layout.images_dir(subject)))
+
+
+def source_versions(layout: DataLayout, subject: str) -> dict[str, Callable[[], str]]:
+    """How to compute each source asset's version for one subject: the observable sources and the
+    folder sensor both use these, so a sensor observation and a UI observation always agree."""
+    versions: dict[str, Callable[[], str]] = {PHOTOS_SOURCE: lambda: photos_version(layout, subject)}
+    for stage in PIPELINE:
+        versions[stage.settings_source] = lambda name=stage.name: stage_settings_version(
+            layout, subject, name
+        )
+    return versions
 
 
 def _observable_source(**kwargs: object) -> Callable[[Callable], dg.SourceAsset]:
@@ -70,7 +83,7 @@ def _observable_source(**kwargs: object) -> Callable[[Callable], dg.SourceAsset]
 
 def _settings_source(stage: str) -> dg.SourceAsset:
     @_observable_source(
-        name=settings_source_name(stage),
+        name=stage_named(stage).settings_source,
         description=f"Hash of each subject's effective `[{stage}]` settings (subject.toml + defaults).",
     )
     def _observe(context: dg.OpExecutionContext) -> dg.DataVersionsByPartition:
@@ -83,10 +96,11 @@ settings_sources: list[dg.SourceAsset] = [_settings_source(stage) for stage in S
 
 
 @_observable_source(
+    name=PHOTOS_SOURCE,
     description="Fingerprint of each subject's photo folder: relative paths, sizes and mtimes.",
 )
 def subject_photos(context: dg.OpExecutionContext) -> dg.DataVersionsByPartition:
-    return _observe_all(context, lambda layout, subject: folder_fingerprint(layout.images_dir(subject))[:24])
+    return _observe_all(context, photos_version)
 
 
 SOURCE_KEYS: list[dg.AssetKey] = [source.key for source in [*settings_sources, subject_photos]]

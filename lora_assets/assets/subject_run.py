@@ -1,17 +1,20 @@
-"""What every partitioned asset starts from: the subject, its paths, its parsed settings, a logger."""
+"""What every partitioned asset starts from: the subject, its files, its parsed settings, a logger."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import dagster as dg
 
-from lora_assets.images.dedup import DedupCache
+from lora_assets.images.workers import MeasureCache
+from lora_assets.layout import DataLayout, SubjectFiles
 from lora_assets.settings import SubjectSettings, load_subject_settings
-from lora_assets.storage import DataLayout, DataRoot
+from lora_assets.storage import DataRoot
+
+MAX_WORKERS = 4  # per-image work in one step; several subjects' steps may run at once
 
 
 @dataclass(frozen=True)
@@ -20,25 +23,34 @@ class SubjectRun:
 
     subject: str
     layout: DataLayout
+    files: SubjectFiles
     settings: SubjectSettings
     log: dg.DagsterLogManager
 
     @classmethod
-    def start(cls, context: dg.AssetExecutionContext, data_root: DataRoot) -> SubjectRun:
-        """Parse the subject's settings; a bad `subject.toml` fails the step with the file's own message."""
+    def start(
+        cls, context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext, data_root: DataRoot
+    ) -> SubjectRun:
+        """Parse the subject's settings (a bad `subject.toml` fails the step with the file's own
+        message) and, for an asset, create its work folder."""
         layout = data_root.layout()
-        subject = context.partition_key
-        settings = load_subject_settings(layout.settings_file(subject), subject)
-        return cls(subject, layout, settings, context.log)
+        files = layout.subject(context.partition_key)
+        settings = load_subject_settings(files.settings, files.name)
+        if isinstance(context, dg.AssetExecutionContext):
+            files.stage_dir(context.asset_key.path[-1])
+        return cls(files.name, layout, files, settings, context.log)
 
-    def measure_cache(self) -> DedupCache:
+    @property
+    def trigger(self) -> str:
+        return self.settings.trigger or self.subject
+
+    @property
+    def workers(self) -> int:
+        return min(MAX_WORKERS, os.cpu_count() or 1)
+
+    def measure_cache(self) -> MeasureCache:
         """Per-image hashes and detail measures by sha256, shared by dedup and filter."""
-        return DedupCache(self.layout.work_dir(self.subject, "measures"))
-
-    def work_dir(self, stage: str) -> Path:
-        path = self.layout.work_dir(self.subject, stage)
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+        return MeasureCache(self.files.measure_cache)
 
     def progress(self, what: str, every_seconds: float = 10.0) -> Callable[[int, int], None]:
         """A `(done, total)` callback that logs at most every `every_seconds` and at the end."""

@@ -7,40 +7,30 @@ member matches every other → keep-best by real detail → manual pins, which a
 
 from __future__ import annotations
 
-import multiprocessing
-import os
 import time
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from collections.abc import Iterable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from threadpoolctl import threadpool_limits
+import pandas as pd
 
 from lora_assets.images.candidates import candidate_pairs
 from lora_assets.images.decode import ImageRejected
-from lora_assets.images.detail import DETAIL_VERSION, DetailMeasure, measure_detail
-from lora_assets.images.features import FEATURES_VERSION, ImageFeatures, compute_features
+from lora_assets.images.detail import DetailMeasure
+from lora_assets.images.features import ImageFeatures
 from lora_assets.images.grouping import group_items
 from lora_assets.images.keep_best import Candidate, choose
-from lora_assets.images.similarity import PairScore, compare
-from lora_assets.record_store import RecordStore
+from lora_assets.images.similarity import PairScore
+from lora_assets.images.workers import (
+    ImageWorkers,
+    MeasureCache,
+    Photo,
+    Progress,
+    compare_job,
+    features_job,
+)
 from lora_assets.settings import DedupSettings
-
-Progress = Callable[[str, int, int], None]
-T = TypeVar("T")
-R = TypeVar("R")
-
-
-@dataclass(frozen=True)
-class Photo:
-    """An image to deduplicate: `key` is its name in results and pins (path relative to the
-    folder), `sha256` (optional) addresses the cache and marks byte-identical copies."""
-
-    key: str
-    path: Path
-    sha256: str | None = None
 
 
 @dataclass
@@ -55,8 +45,15 @@ class Group:
     similarity: dict[str, float]
 
 
+SCORE_COLUMNS = ["effective_mp", "native_mp", "effective_scale", "sharpness", "quality"]
+GROUP_COLUMNS = ["group_id", "path", "sha256", "kept", "similarity", *SCORE_COLUMNS, "reason"]
+SIMILAR_COLUMNS = ["a", "b", "colour", "structure", "detail", "grid"]
+
+
 @dataclass
 class DedupResult:
+    """Groups (kept and dropped copies with reasons), unique photos, similar pairs for review."""
+
     groups: list[Group]
     unique: list[str]
     similar: list[dict[str, Any]]
@@ -72,121 +69,30 @@ class DedupResult:
         kept = [key for group in self.groups for key in group.kept]
         return sorted([*kept, *self.unique])
 
+    def groups_table(self, sha_of: dict[str, str]) -> pd.DataFrame:
+        """One row per member of every group (see GROUP_COLUMNS); ids from 1, largest groups first."""
+        rows = []
+        ordered = sorted(
+            self.groups, key=lambda g: (-(len(g.kept) + len(g.dropped)), sorted(g.kept + g.dropped))
+        )
+        for group_id, group in enumerate(ordered, 1):
+            for path in [*group.kept, *group.dropped]:
+                rows.append(
+                    {
+                        "group_id": group_id,
+                        "path": path,
+                        "sha256": sha_of[path],
+                        "kept": path in group.kept,
+                        "similarity": group.similarity[path],
+                        **{column: group.scores[path][column] for column in SCORE_COLUMNS},
+                        "reason": group.reasons[path],
+                    }
+                )
+        return pd.DataFrame(rows, columns=GROUP_COLUMNS)
 
-class DedupCache:
-    """Per-image features and detail measures on disk, addressed by content sha256."""
-
-    def __init__(self, root: Path) -> None:
-        self.store = RecordStore(root)
-
-    @staticmethod
-    def _key(kind: str, version: int, sha: str) -> str:
-        return RecordStore.key_for(kind, version, sha)
-
-    def features(self, sha: str) -> ImageFeatures | None:
-        data = self.store.get_bytes(self._key("features", FEATURES_VERSION, sha), ".npz")
-        return ImageFeatures.from_bytes(data) if data else None
-
-    def put_features(self, sha: str, value: ImageFeatures) -> None:
-        self.store.put_bytes(self._key("features", FEATURES_VERSION, sha), value.to_bytes(), ".npz")
-
-    def detail(self, sha: str) -> DetailMeasure | None:
-        data = self.store.get_bytes(self._key("detail", DETAIL_VERSION, sha), ".npz")
-        return DetailMeasure.from_bytes(data) if data else None
-
-    def put_detail(self, sha: str, value: DetailMeasure) -> None:
-        self.store.put_bytes(self._key("detail", DETAIL_VERSION, sha), value.to_bytes(), ".npz")
-
-
-def _one_thread() -> None:
-    """Workers are as many as cores: a BLAS thread pool in each would oversubscribe them (10x
-    slower here), so each worker's numpy runs single-threaded."""
-    threadpool_limits(limits=1)
-
-
-def _features_job(args: tuple[Path, int]) -> ImageFeatures | ImageRejected:
-    try:
-        return compute_features(*args)
-    except ImageRejected as exc:
-        return exc
-
-
-def _detail_job(args: tuple[Path, int]) -> DetailMeasure | ImageRejected:
-    try:
-        return measure_detail(*args)
-    except ImageRejected as exc:
-        return exc
-
-
-def _compare_job(args: tuple[ImageFeatures, ImageFeatures, bool]) -> PairScore:
-    return compare(*args)
-
-
-class ImageWorkers:
-    """A pool of `workers` processes over photos, with an optional per-image cache by sha256."""
-
-    def __init__(
-        self,
-        max_pixels: int,
-        workers: int | None = None,
-        cache: DedupCache | None = None,
-        progress: Progress | None = None,
-    ) -> None:
-        self.max_pixels = max_pixels
-        self.workers = max(1, workers or os.cpu_count() or 1)
-        self.cache = cache
-        self.progress = progress
-        self.counters = {"details_computed": 0, "details_cached": 0}
-
-    def measure_details(self, photos: Sequence[Photo]) -> dict[str, DetailMeasure]:
-        """Detail measures of `photos` by key (cached by sha256); raises on an unreadable photo."""
-        with self._pool() as pool:
-            return self._details(list(photos), pool)
-
-    def _pool(self) -> Executor:
-        if self.workers == 1:
-            return ThreadPoolExecutor(max_workers=1)
-        methods = multiprocessing.get_all_start_methods()
-        context = multiprocessing.get_context("fork" if "fork" in methods else None)
-        return ProcessPoolExecutor(max_workers=self.workers, mp_context=context, initializer=_one_thread)
-
-    def _map(self, pool: Executor, job: Callable[[T], R], items: list[T], stage: str) -> list[R]:
-        results: list[R] = []
-        chunk = max(1, min(16, len(items) // (self.workers * 4) or 1))
-        for result in pool.map(job, items, chunksize=chunk):
-            results.append(result)
-            if self.progress:
-                self.progress(stage, len(results), len(items))
-        return results
-
-    @staticmethod
-    def _cached(photo: Photo, by_content: dict[str, Any], lookup: Callable[[str], Any] | None) -> Any:
-        if not photo.sha256 or lookup is None:
-            return None
-        if photo.sha256 not in by_content:
-            by_content[photo.sha256] = lookup(photo.sha256)
-        return by_content[photo.sha256]
-
-    def _details(self, photos: list[Photo], pool: Executor) -> dict[str, DetailMeasure]:
-        details: dict[str, DetailMeasure] = {}
-        by_content: dict[str, Any] = {}
-        todo = []
-        for photo in photos:
-            cached = self._cached(photo, by_content, self.cache.detail if self.cache else None)
-            if cached is not None:
-                details[photo.key] = cached
-                self.counters["details_cached"] += 1
-            else:
-                todo.append(photo)
-        results = self._map(pool, _detail_job, [(p.path, self.max_pixels) for p in todo], "scoring detail")
-        for photo, result in zip(todo, results, strict=True):
-            if isinstance(result, ImageRejected):
-                raise RuntimeError(f"{photo.key}: decoded for hashing but not for detail: {result}")
-            details[photo.key] = result
-            self.counters["details_computed"] += 1
-            if self.cache and photo.sha256:
-                self.cache.put_detail(photo.sha256, result)
-        return details
+    def similar_table(self) -> pd.DataFrame:
+        """Pairs of similar (not duplicate) photos with their scores, for review."""
+        return pd.DataFrame(self.similar, columns=SIMILAR_COLUMNS)
 
 
 class Deduplicator(ImageWorkers):
@@ -197,7 +103,7 @@ class Deduplicator(ImageWorkers):
         settings: DedupSettings,
         max_pixels: int,
         workers: int | None = None,
-        cache: DedupCache | None = None,
+        cache: MeasureCache | None = None,
         progress: Progress | None = None,
     ) -> None:
         super().__init__(max_pixels, workers, cache, progress)
@@ -253,23 +159,15 @@ class Deduplicator(ImageWorkers):
     def _features(
         self, photos: Sequence[Photo], pool: Executor
     ) -> tuple[dict[str, ImageFeatures], list[dict[str, str]]]:
-        features: dict[str, ImageFeatures] = {}
-        by_content: dict[str, ImageFeatures] = {}
-        todo: list[Photo] = []
-        for photo in photos:
-            cached = self._cached(photo, by_content, self.cache.features if self.cache else None)
-            if cached is not None:
-                features[photo.key] = cached
-                self.counters["features_cached"] += 1
-            else:
-                todo.append(photo)
+        lookup = self.cache.features if self.cache else None
+        features, todo = self._split_cached(photos, lookup, "features_cached")
         rejected: list[dict[str, str]] = []
         # Byte-identical files are decoded once.
         first: dict[str, Photo] = {}
         for photo in todo:
             first.setdefault(photo.sha256 or photo.key, photo)
         unique_todo = list(first.values())
-        results = self._map(pool, _features_job, [(p.path, self.max_pixels) for p in unique_todo], "hashing")
+        results = self._map(pool, features_job, [(p.path, self.max_pixels) for p in unique_todo], "hashing")
         computed = dict(zip([p.sha256 or p.key for p in unique_todo], results, strict=True))
         for photo in todo:
             result = computed[photo.sha256 or photo.key]
@@ -309,7 +207,7 @@ class Deduplicator(ImageWorkers):
         to_verify = [pair for pair in pairs if pair not in exact]
         results = self._map(
             pool,
-            _compare_job,
+            compare_job,
             [(feats[i], feats[j], self.settings.crop_tolerant) for i, j in to_verify],
             "verifying",
         )

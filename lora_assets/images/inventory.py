@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 from PIL import Image, ImageCms, ImageOps
 
-from lora_assets.digests import hash_lines, sha256_file
+from lora_assets.digests import hash_lines, sha256_file, short_version
 from lora_assets.images.decode import (
     ImageRejected,
     decode_fully,
@@ -55,7 +55,7 @@ class InventoryResult:
     def data_version(self) -> str:
         """Digest of (content hash, relative path) of every accepted photo."""
         rows = sorted(zip(self.manifest["sha256"], self.manifest["path"], strict=True))
-        return hash_lines(f"{sha}\t{path}" for sha, path in rows)[:24]
+        return short_version(hash_lines(f"{sha}\t{path}" for sha, path in rows))
 
 
 class PhotoInventory:

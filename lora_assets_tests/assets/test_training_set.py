@@ -165,3 +165,17 @@ def test_zip_is_copied_to_a_remote_location(graph, subject, tiny_blip):
     assert meta["remote"] == "memory://bucket/datasets/alice.zip"
     remote = fsspec.open(meta["remote"], "rb").open().read()
     assert remote == (graph.layout.work_dir("alice", "dataset_zip") / "alice.zip").read_bytes()
+
+
+def test_the_zip_dataset_config_follows_the_training_settings(graph, subject, tiny_blip):
+    training = (
+        "[training]\nshuffle_caption = true\nkeep_tokens = 3\nflip_aug = true\nbucket_no_upscale = false\n"
+    )
+    graph.layout.settings_file("alice").write_text(
+        settings(tiny_blip, "[captions.quality_tags]\n") + training
+    )
+    graph.materialize(CHAIN, "alice")
+    with zipfile.ZipFile(graph.layout.subject("alice").dataset_zip) as opened:
+        config = opened.read("dataset_config.toml").decode()
+    assert "keep_tokens = 3" in config and "shuffle_caption = true" in config
+    assert "flip_aug = true" in config and "bucket_no_upscale = false" in config

@@ -4,9 +4,10 @@ import shutil
 
 import pytest
 
-from lora_assets.images.dedup import Deduplicator, Photo
+from lora_assets.images.dedup import Deduplicator
 from lora_assets.images.features import compute_features
 from lora_assets.images.similarity import compare
+from lora_assets.images.workers import Photo
 from lora_assets.settings import DedupSettings
 from lora_assets_tests import photo_factory as pf
 from lora_assets_tests.conftest import sample_photo, snapshot

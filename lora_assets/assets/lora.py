@@ -1,6 +1,5 @@
 """`lora`: an SD 1.5 LoRA trained from the subject's dataset zip, in a separate process (Pipes)."""
 
-import hashlib
 import io
 import json
 import sys
@@ -10,20 +9,21 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from lora_assets.assets.dataset import dataset_zip
+from lora_assets.assets.dataset_zip import dataset_zip
 from lora_assets.assets.sources import settings_source
 from lora_assets.assets.subject_run import SubjectRun
-from lora_assets.digests import stable_hash
+from lora_assets.digests import sha256_file, short_version, stable_hash
 from lora_assets.images.contact_sheet import markdown_image
+from lora_assets.layout import SubjectFiles
 from lora_assets.models.references import resolve_model
 from lora_assets.partitions import subjects_partitions
 from lora_assets.storage import DataRoot
 from lora_assets.training.base_model import model_identity
-from lora_assets.training.config import TrainConfig
+from lora_assets.training.config import ModelFiles, TrainConfig
 from lora_assets.training.trainer import TRAINER_VERSION
 
-STAGE = "lora"
 GPU_POOL = "gpu"
+RUN_COUNTERS = ("latents_encoded", "latents_cached", "resumed_from_epoch")
 
 
 class LoraRunConfig(dg.Config):
@@ -34,14 +34,27 @@ class LoraRunConfig(dg.Config):
     )
 
 
-def training_key(run: SubjectRun, zip_sha: str, base: str, vae: str | None, config: str | None) -> str:
-    """What the LoRA depends on: the zip's bytes, the training settings, the weights, the code."""
+def resolve_models(run: SubjectRun) -> ModelFiles:
+    """`[training]` model references as local paths (relative ones under the data root) or hub ids."""
+    s, root = run.settings.training, run.layout.root
+    return ModelFiles(
+        base_model=resolve_model(s.base_model, root, s.revision),
+        vae=resolve_model(s.vae, root) if s.vae else None,
+        base_config=resolve_model(s.base_config, root) if s.base_config else None,
+    )
+
+
+def training_key(run: SubjectRun, zip_sha: str, models: ModelFiles) -> str:
+    """What the LoRA depends on: the zip's bytes (images, captions, dataset options), the
+    training settings, the weights, the code."""
+    identity = model_identity(
+        models.base_model, models.vae, models.base_config, run.settings.training.revision
+    )
     return stable_hash(
         {
             "zip": zip_sha,
             "settings": run.settings.stage_version("training"),
-            "dataset": run.settings.stage_version("dataset"),
-            "weights": model_identity(base, vae, config, run.settings.training.revision),
+            "weights": identity,
             "trainer": TRAINER_VERSION,
         }
     )[:32]
@@ -60,56 +73,21 @@ def stored_key(path: Path) -> str | None:
         return None
 
 
-def train_config(
-    run: SubjectRun, zip_path: Path, key: str, base: str, vae: str | None, config: str | None
-) -> TrainConfig:
-    t, d = run.settings.training, run.settings.dataset
-    trigger, class_token = run.settings.trigger or run.subject, run.settings.class_token
+def train_config(run: SubjectRun, models: ModelFiles, key: str) -> TrainConfig:
+    """The run's settings as they are, plus where everything is (see `training/config.py`)."""
+    files = run.files
     return TrainConfig(
-        dataset_zip=str(zip_path),
-        work_dir=str(run.work_dir(STAGE)),
-        output_file=str(run.layout.loras_dir(run.subject) / f"{run.subject}.safetensors"),
-        base_model=base,
-        revision=t.revision,
-        vae=vae,
-        base_config=config,
+        dataset_zip=str(files.dataset_zip),
+        work_dir=str(files.training_work),
+        output_file=str(files.lora_file),
+        log_file=str(files.training_log),
+        samples_dir=str(files.samples),
+        diffusers_dir=str(files.diffusers_copy),
         output_name=run.subject,
-        trigger=trigger,
-        class_token=class_token,
-        resolution=d.resolution,
-        min_bucket_reso=d.min_bucket_reso,
-        max_bucket_reso=d.max_bucket_reso,
-        bucket_reso_steps=d.bucket_reso_steps,
-        bucket_no_upscale=t.bucket_no_upscale,
-        network_dim=t.network_dim,
-        network_alpha=t.network_alpha,
-        train_text_encoder=t.train_text_encoder,
-        text_encoder_dim=t.text_encoder_dim,
-        text_encoder_alpha=t.text_encoder_alpha,
-        unet_lr=t.unet_lr,
-        text_encoder_lr=t.text_encoder_lr,
-        optimizer=t.optimizer,
-        lr_scheduler=t.lr_scheduler,
-        lr_warmup_steps=t.lr_warmup_steps,
-        epochs=t.epochs,
-        batch_size=t.batch_size,
-        gradient_accumulation_steps=t.gradient_accumulation_steps,
-        mixed_precision=t.mixed_precision,
-        seed=t.seed,
-        clip_skip=t.clip_skip,
-        min_snr_gamma=t.min_snr_gamma,
-        noise_offset=t.noise_offset,
-        gradient_checkpointing=t.gradient_checkpointing,
-        shuffle_caption=t.shuffle_caption,
-        keep_tokens=t.keep_tokens,
-        flip_aug=t.flip_aug,
-        save_every_n_epochs=t.save_every_n_epochs,
-        keep_last_checkpoints=t.keep_last_checkpoints,
-        sample_prompts=[p.format(trigger=trigger, class_token=class_token) for p in t.sample_prompts],
-        sample_steps=t.sample_steps,
-        compile_unet=t.compile_unet,
-        compile_mode=t.compile_mode,
-        export_diffusers=t.export_diffusers,
+        trigger=run.trigger,
+        class_token=run.settings.class_token,
+        models=models,
+        training=run.settings.training,
         training_key=key,
     )
 
@@ -140,22 +118,25 @@ def loss_plot(losses: list[float]) -> str:
     return markdown_image(Image.open(buffer), "training loss")
 
 
-def result_metadata(output: Path, cache_hit: bool) -> dict[str, Any]:
-    """Summary, loss curve and samples from the run's `training_log.json`."""
+def result_metadata(files: SubjectFiles, cache_hit: bool) -> dict[str, Any]:
+    """Summary, loss curve and samples from `training_log.json` (of the run that wrote the file);
+    this run's work counters only when it trained."""
     from PIL import Image
 
-    log = json.loads(output.with_name("training_log.json").read_text())
+    output = files.lora_file
+    log = json.loads(files.training_log.read_text())
     samples = [Path(p) for p in log.get("samples", []) if Path(p).exists()][-4:]
     metadata: dict[str, Any] = {
         "cache_hit": cache_hit,
         "path": dg.MetadataValue.path(str(output)),
         "size_bytes": output.stat().st_size,
         "steps": log["steps"],
-        "training_seconds": log["seconds"],
+        "seconds": log["seconds"],
         "images_per_second": log["images_per_second"],
         "peak_memory_mb": round(log["peak_memory_bytes"] / 2**20, 1),
         "final_loss": log["final_loss"],
         "device": log["device"],
+        **({} if cache_hit else {name: log[name] for name in RUN_COUNTERS}),
     }
     if log["losses"]:
         metadata["loss_curve"] = dg.MetadataValue.md(loss_plot(log["losses"]))
@@ -182,27 +163,19 @@ def lora(
     pipes_subprocess_client: dg.PipesSubprocessClient,
 ) -> dg.MaterializeResult:
     run = SubjectRun.start(context, data_root)
-    settings = run.settings.training
-    zip_path = run.layout.work_dir(run.subject, "dataset_zip") / f"{run.subject}.zip"
-    zip_sha = hashlib.sha256(zip_path.read_bytes()).hexdigest()
-    base = resolve_model(settings.base_model, run.layout.root)
-    vae = resolve_model(settings.vae, run.layout.root) if settings.vae else None
-    base_config = resolve_model(settings.base_config, run.layout.root) if settings.base_config else None
-    key = training_key(run, zip_sha, base, vae, base_config)
-    output = run.layout.loras_dir(run.subject) / f"{run.subject}.safetensors"
-    if not config.force_retrain and stored_key(output) == key:
-        context.log.info(f"{output.name} is up to date (training key {key[:12]}): no training")
-        digest = hashlib.sha256(output.read_bytes()).hexdigest()
+    files = run.files
+    models = resolve_models(run)
+    key = training_key(run, sha256_file(files.dataset_zip), models)
+    if not config.force_retrain and stored_key(files.lora_file) == key:
+        context.log.info(f"{files.lora_file.name} is up to date (training key {key[:12]}): no training")
         return dg.MaterializeResult(
-            data_version=dg.DataVersion(digest[:24]), metadata=result_metadata(output, True)
+            data_version=dg.DataVersion(short_version(sha256_file(files.lora_file))),
+            metadata=result_metadata(files, True),
         )
-    output.parent.mkdir(parents=True, exist_ok=True)
+    files.lora_file.parent.mkdir(parents=True, exist_ok=True)
     reported = pipes_subprocess_client.run(
         command=[sys.executable, "-m", "lora_assets.training.pipes_entry"],
         context=context,
-        extras={"config": json.loads(train_config(run, zip_path, key, base, vae, base_config).to_json())},
+        extras={"config": json.loads(train_config(run, models, key).to_json())},
     ).get_materialize_result()
-    return dg.MaterializeResult(
-        data_version=reported.data_version,
-        metadata={**(reported.metadata or {}), **result_metadata(output, False)},
-    )
+    return dg.MaterializeResult(data_version=reported.data_version, metadata=result_metadata(files, False))

@@ -1,0 +1,159 @@
+"""Per-image work on all cores, cached by content: the process pool and the measure cache that
+the dedup and filter stages share (no Dagster here)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from threadpoolctl import threadpool_limits
+
+from lora_assets.images.decode import ImageRejected
+from lora_assets.images.detail import DETAIL_VERSION, DetailMeasure, measure_detail
+from lora_assets.images.features import FEATURES_VERSION, ImageFeatures, compute_features
+from lora_assets.images.similarity import PairScore, compare
+from lora_assets.record_store import RecordStore
+
+Progress = Callable[[str, int, int], None]
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class Photo:
+    """An image to deduplicate: `key` is its name in results and pins (path relative to the
+    folder), `sha256` (optional) addresses the cache and marks byte-identical copies."""
+
+    key: str
+    path: Path
+    sha256: str | None = None
+
+
+class MeasureCache:
+    """Per-image features (hashes) and detail measures on disk, addressed by content sha256:
+    dedup computes both, the filter stage reads the detail measures again."""
+
+    def __init__(self, root: Path) -> None:
+        self.store = RecordStore(root)
+
+    @staticmethod
+    def _key(kind: str, version: int, sha: str) -> str:
+        return RecordStore.key_for(kind, version, sha)
+
+    def features(self, sha: str) -> ImageFeatures | None:
+        data = self.store.get_bytes(self._key("features", FEATURES_VERSION, sha), ".npz")
+        return ImageFeatures.from_bytes(data) if data else None
+
+    def put_features(self, sha: str, value: ImageFeatures) -> None:
+        self.store.put_bytes(self._key("features", FEATURES_VERSION, sha), value.to_bytes(), ".npz")
+
+    def detail(self, sha: str) -> DetailMeasure | None:
+        data = self.store.get_bytes(self._key("detail", DETAIL_VERSION, sha), ".npz")
+        return DetailMeasure.from_bytes(data) if data else None
+
+    def put_detail(self, sha: str, value: DetailMeasure) -> None:
+        self.store.put_bytes(self._key("detail", DETAIL_VERSION, sha), value.to_bytes(), ".npz")
+
+
+def _one_thread() -> None:
+    """Workers are as many as cores: a BLAS thread pool in each would oversubscribe them (10x
+    slower here), so each worker's numpy runs single-threaded."""
+    threadpool_limits(limits=1)
+
+
+def features_job(args: tuple[Path, int]) -> ImageFeatures | ImageRejected:
+    try:
+        return compute_features(*args)
+    except ImageRejected as exc:
+        return exc
+
+
+def detail_job(args: tuple[Path, int]) -> DetailMeasure | ImageRejected:
+    try:
+        return measure_detail(*args)
+    except ImageRejected as exc:
+        return exc
+
+
+def compare_job(args: tuple[ImageFeatures, ImageFeatures, bool]) -> PairScore:
+    return compare(*args)
+
+
+class ImageWorkers:
+    """A pool of `workers` processes over photos, with an optional per-image cache by sha256."""
+
+    def __init__(
+        self,
+        max_pixels: int,
+        workers: int | None = None,
+        cache: MeasureCache | None = None,
+        progress: Progress | None = None,
+    ) -> None:
+        self.max_pixels = max_pixels
+        self.workers = max(1, workers or os.cpu_count() or 1)
+        self.cache = cache
+        self.progress = progress
+        self.counters = {"details_computed": 0, "details_cached": 0}
+
+    def measure_details(self, photos: Sequence[Photo]) -> dict[str, DetailMeasure]:
+        """Detail measures of `photos` by key (cached by sha256); raises on an unreadable photo."""
+        with self._pool() as pool:
+            return self._details(list(photos), pool)
+
+    def _pool(self) -> Executor:
+        if self.workers == 1:
+            return ThreadPoolExecutor(max_workers=1)
+        methods = multiprocessing.get_all_start_methods()
+        context = multiprocessing.get_context("fork" if "fork" in methods else None)
+        return ProcessPoolExecutor(max_workers=self.workers, mp_context=context, initializer=_one_thread)
+
+    def _map(self, pool: Executor, job: Callable[[T], R], items: list[T], stage: str) -> list[R]:
+        results: list[R] = []
+        chunk = max(1, min(16, len(items) // (self.workers * 4) or 1))
+        for result in pool.map(job, items, chunksize=chunk):
+            results.append(result)
+            if self.progress:
+                self.progress(stage, len(results), len(items))
+        return results
+
+    @staticmethod
+    def _cached(photo: Photo, by_content: dict[str, Any], lookup: Callable[[str], Any] | None) -> Any:
+        if not photo.sha256 or lookup is None:
+            return None
+        if photo.sha256 not in by_content:
+            by_content[photo.sha256] = lookup(photo.sha256)
+        return by_content[photo.sha256]
+
+    def _split_cached(
+        self, photos: Sequence[Photo], lookup: Callable[[str], Any] | None, counter: str
+    ) -> tuple[dict[str, Any], list[Photo]]:
+        """(key -> value found in the cache, photos still to compute); hits counted under `counter`."""
+        found: dict[str, Any] = {}
+        by_content: dict[str, Any] = {}
+        todo: list[Photo] = []
+        for photo in photos:
+            cached = self._cached(photo, by_content, lookup)
+            if cached is not None:
+                found[photo.key] = cached
+                self.counters[counter] += 1
+            else:
+                todo.append(photo)
+        return found, todo
+
+    def _details(self, photos: list[Photo], pool: Executor) -> dict[str, DetailMeasure]:
+        lookup = self.cache.detail if self.cache else None
+        details, todo = self._split_cached(photos, lookup, "details_cached")
+        results = self._map(pool, detail_job, [(p.path, self.max_pixels) for p in todo], "scoring detail")
+        for photo, result in zip(todo, results, strict=True):
+            if isinstance(result, ImageRejected):
+                raise RuntimeError(f"{photo.key}: decoded for hashing but not for detail: {result}")
+            details[photo.key] = result
+            self.counters["details_computed"] += 1
+            if self.cache and photo.sha256:
+                self.cache.put_detail(photo.sha256, result)
+        return details
