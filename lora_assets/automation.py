@@ -3,14 +3,20 @@
 The CPU stages are eager with an early cut-off: they run when a dependency's *data version*
 changes (not merely when it was rematerialized), when their own code version changes, or when a
 subject partition is new. A rerun whose output is byte-identical keeps its data version, so
-nothing below it is requested. Training is the expensive stage: it runs eagerly too, or only at
-its cron tick (the default), as chosen by `$LORA_ASSETS_TRAINING_AUTOMATION`.
+nothing below it is requested. Training is the expensive stage: per subject it runs eagerly too,
+or only at its cron tick, as `[training] automation` says (default: `$LORA_ASSETS_TRAINING_AUTOMATION`,
+itself defaulting to `cron`).
 """
 
 import os
+import warnings
+from pathlib import Path
 from typing import Literal, cast
 
 import dagster as dg
+
+from lora_assets.layout import DataLayout
+from lora_assets.settings import SettingsError, load_subject_settings
 
 TRAINING_AUTOMATION_ENV = "LORA_ASSETS_TRAINING_AUTOMATION"
 TRAINING_CRON_ENV = "LORA_ASSETS_RETRAIN_CRON"
@@ -43,11 +49,49 @@ def on_cron_if_changed(cron: str) -> AC:
 
 
 def training_automation() -> TrainingAutomation:
-    """The training mode from `$LORA_ASSETS_TRAINING_AUTOMATION` (default `cron`)."""
+    """The default training mode, from `$LORA_ASSETS_TRAINING_AUTOMATION` (default `cron`)."""
     mode = os.environ.get(TRAINING_AUTOMATION_ENV, "cron").strip().lower()
     if mode not in ("eager", "cron"):
         raise ValueError(f"${TRAINING_AUTOMATION_ENV} must be 'eager' or 'cron', not {mode!r}")
     return cast(TrainingAutomation, mode)
+
+
+def subject_training_mode(layout: DataLayout, subject: str, default: TrainingAutomation) -> str | None:
+    """A subject's `[training] automation`, else `default`; None when its subject.toml is broken
+    (the folder sensor reports that; nothing is trained meanwhile)."""
+    try:
+        settings = load_subject_settings(layout.settings_file(subject), subject)
+    except (SettingsError, ValueError, OSError):
+        return None
+    return settings.training.automation or default
+
+
+class SubjectTrainingMode(dg.AutomationCondition):
+    """True for the subjects whose training automation is `mode`: per-subject settings decide,
+    read at each evaluation (runs in the code server: see `automation_sensor`)."""
+
+    def __init__(self, mode: TrainingAutomation, data_root: str, default: TrainingAutomation) -> None:
+        self.mode = mode
+        self.data_root = data_root
+        self.default = default
+
+    @property
+    def name(self) -> str:
+        return f"[training] automation is '{self.mode}'"
+
+    @property
+    def requires_cursor(self) -> bool:
+        return False
+
+    def evaluate(self, context: dg.AutomationContext) -> dg.AutomationResult:
+        layout = DataLayout(Path(self.data_root).expanduser().resolve())
+        candidates = context.candidate_subset
+        subjects = {
+            subject
+            for subject in candidates.expensively_compute_partition_keys()
+            if subject_training_mode(layout, subject, self.default) == self.mode
+        }
+        return dg.AutomationResult(context, candidates.compute_intersection_with_partition_keys(subjects))
 
 
 def training_cron() -> str:
@@ -55,16 +99,24 @@ def training_cron() -> str:
     return os.environ.get(TRAINING_CRON_ENV, DEFAULT_TRAINING_CRON)
 
 
-def training_condition() -> AC:
-    """The `lora` asset's condition for the configured mode."""
-    return eager_on_new_data() if training_automation() == "eager" else on_cron_if_changed(training_cron())
+def training_condition(data_root: str) -> AC:
+    """The `lora` asset's condition: eager for the subjects in eager mode, on the cron for the rest."""
+    default = training_automation()
+    return (eager_on_new_data() & SubjectTrainingMode("eager", data_root, default)) | (
+        on_cron_if_changed(training_cron()) & SubjectTrainingMode("cron", data_root, default)
+    )
 
 
-automation_sensor = dg.AutomationConditionSensorDefinition(
-    "lora_automation",
-    target=dg.AssetSelection.all(),
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=30,
-    description="Evaluates every asset's automation condition: eager CPU stages, training eager or "
-    f"on cron (${TRAINING_AUTOMATION_ENV}). Running by default, so an edit propagates by itself.",
-)
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", dg.BetaWarning)
+    automation_sensor = dg.AutomationConditionSensorDefinition(
+        "lora_automation",
+        target=dg.AssetSelection.all(),
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=30,
+        # `SubjectTrainingMode` is Python of ours: it runs where the code is, not in the daemon.
+        use_user_code_server=True,
+        description="Evaluates every asset's automation condition: eager CPU stages; training eager or "
+        f"on cron per subject ([training] automation, default ${TRAINING_AUTOMATION_ENV}). Running by "
+        "default, so an edit propagates by itself.",
+    )

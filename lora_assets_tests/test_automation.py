@@ -205,3 +205,28 @@ def test_each_change_recomputes_exactly_what_it_affects(auto: Automation) -> Non
     bump_code_version(auto, "lora")
     assert auto.stale() == {("lora", "a"), ("lora", "b")}
     assert auto.settle() == {("lora", "a"), ("lora", "b")}
+
+
+def test_training_automation_is_chosen_per_subject(layout, instance, monkeypatch, tiny_blip, tiny_sd):
+    monkeypatch.setenv(TRAINING_AUTOMATION_ENV, "cron")  # for subjects that do not say
+    settings = tiny_settings(tiny_blip, tiny_sd, max_bucket=64, repeats=1, epochs=1)
+    add_subject(layout, "a", ["citrus-slices.jpg"], settings)
+    add_subject(layout, "b", ["honey-bee-on-aster.jpg"], settings)
+    auto = Automation(Graph(layout, instance))
+    edit_settings(auto, "a", "training", 'automation = "eager"')
+    assert auto.requested() == set()  # the sensor ran before the subjects came
+    auto.tick_folders()
+    assert auto.settle() == below("raw_images", "a") | below("raw_images", "b") - {("lora", "b")}
+
+    # Switching a mode is not a training change: the version stays, nothing is retrained...
+    version = auto.graph.data_version("training_settings", "a")
+    edit_settings(auto, "a", "training", "# now on the cron")
+    path = layout.settings_file("a")
+    path.write_text(path.read_text().replace('automation = "eager"', 'automation = "cron"'))
+    auto.tick_folders()
+    assert auto.graph.data_version("training_settings", "a") == version
+    assert auto.settle() == set()
+    # ... but b, switched to eager, trains what it has been waiting for.
+    edit_settings(auto, "b", "training", 'automation = "eager"')
+    auto.tick_folders()
+    assert auto.settle() == {("lora", "b")}
