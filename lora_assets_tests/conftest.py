@@ -15,10 +15,13 @@ import dagster as dg
 import pytest
 
 from lora_assets.definitions import build_definitions
+from lora_assets.layout import DataLayout
 from lora_assets.partitions import SUBJECTS_PARTITION
-from lora_assets.storage import DataLayout
 
 REPO = Path(__file__).resolve().parents[1]
+DATA_VERSION_TAG = "dagster/data_version"
+CODE_VERSION_TAG = "dagster/code_version"
+INPUT_EVENT_POINTER_TAG = "dagster/input_event_pointer"
 SAMPLE_IMAGES = REPO / "data" / "subjects" / "sample" / "images"
 TEST_PHOTOS = Path(__file__).resolve().parent / "photos"  # see photos/CREDITS.csv
 
@@ -153,20 +156,39 @@ class Graph:
         (event,) = [m for m in result.asset_materializations_for_node(asset)]
         return {key: getattr(value, "value", value) for key, value in event.metadata.items()}
 
-    def data_version(self, asset: str, subject: str) -> str | None:
-        """Latest data version of a materialized asset or observed source for one subject."""
-        record = self.instance.get_latest_data_version_record(dg.AssetKey(asset), partition_key=subject)
-        return (record.event_log_entry.tags or {}).get("dagster/data_version") if record else None
+    def data_version(self, asset: str, subject: str, before_storage_id: int | None = None) -> str | None:
+        """Latest data version of a materialized asset or observed source for one subject (as of
+        an event log position, when given)."""
+        records_filter = dg.AssetRecordsFilter(
+            asset_key=dg.AssetKey(asset), asset_partitions=[subject], before_storage_id=before_storage_id
+        )
+        records = [
+            *self.instance.fetch_materializations(records_filter, limit=1).records,
+            *self.instance.fetch_observations(records_filter, limit=1).records,
+        ]
+        latest = max(records, key=lambda r: r.storage_id) if records else None
+        return latest.event_log_entry.tags.get(DATA_VERSION_TAG) if latest else None
 
     def stale_status(self, asset: str, subject: str) -> str:
-        """FRESH / STALE / MISSING from Dagster's stale-status resolver (private API, wrapped only here)."""
-        from dagster._core.definitions.data_version import CachingStaleStatusResolver
-        from dagster._core.loader import LoadingContextForTest
-
-        resolver = CachingStaleStatusResolver(
-            self.instance, self.defs.resolve_asset_graph(), LoadingContextForTest(self.instance)
-        )
-        return resolver.get_status(dg.AssetKey(asset), subject).value
+        """FRESH / STALE / MISSING as Dagster defines it for partitions, from public records only:
+        a materialization is stale when its code version changed, or when a dependency's data
+        version now differs from the one it had at the event the materialization read (recorded
+        in its `dagster/input_event_pointer/<dep>` tag)."""
+        spec = next(s for s in self.defs.resolve_all_asset_specs() if s.key == dg.AssetKey(asset))
+        records_filter = dg.AssetRecordsFilter(asset_key=spec.key, asset_partitions=[subject])
+        latest = self.instance.fetch_materializations(records_filter, limit=1).records
+        if not latest:
+            return "MISSING"
+        tags = latest[0].event_log_entry.tags
+        if spec.code_version and tags.get(CODE_VERSION_TAG) != spec.code_version:
+            return "STALE"
+        for dep in spec.deps:
+            name = dep.asset_key.to_user_string()
+            pointer = tags.get(f"{INPUT_EVENT_POINTER_TAG}/{name}")
+            then = self.data_version(name, subject, int(pointer) + 1) if pointer else None
+            if then != self.data_version(name, subject):
+                return "STALE"
+        return "FRESH"
 
 
 @pytest.fixture
