@@ -10,12 +10,11 @@ itself defaulting to `cron`).
 
 import os
 import warnings
-from pathlib import Path
 from typing import Literal, cast
 
 import dagster as dg
 
-from lora_assets.layout import DataLayout
+from lora_assets.layout import DataLayout, view_layout
 from lora_assets.settings import SettingsError, load_subject_settings
 
 TRAINING_AUTOMATION_ENV = "LORA_ASSETS_TRAINING_AUTOMATION"
@@ -84,7 +83,7 @@ class SubjectTrainingMode(dg.AutomationCondition):
         return False
 
     def evaluate(self, context: dg.AutomationContext) -> dg.AutomationResult:
-        layout = DataLayout(Path(self.data_root).expanduser().resolve())
+        layout = view_layout(self.data_root)
         candidates = context.candidate_subset
         subjects = {
             subject

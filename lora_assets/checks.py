@@ -12,8 +12,8 @@ from lora_assets.training.verify import key_problems, lora_changes_output, non_f
 
 
 def _lora_file(context: dg.AssetCheckExecutionContext, data_root: DataRoot) -> tuple[SubjectRun, Path]:
-    run = SubjectRun.start(context, data_root)
-    return run, run.files.lora_file
+    with SubjectRun.open(context, data_root, "lora", publish=False) as run:
+        return run, run.files.lora_file
 
 
 @dg.asset_check(

@@ -28,10 +28,11 @@ trigger = "{name}"
 """
 
 
-def _layout(data_root: str | None):  # noqa: ANN202 - storage imports dagster; keep --help fast
-    from lora_assets.layout import DataLayout, default_data_root
+def _layout(data_root: str | None):  # noqa: ANN202 - keep --help fast
+    """The data root as it is (a URL root is listed and read in place)."""
+    from lora_assets.layout import default_data_root, view_layout
 
-    return DataLayout(Path(data_root or default_data_root()).expanduser().resolve())
+    return view_layout(data_root or default_data_root())
 
 
 def ensure_dagster_home() -> Path:
@@ -104,7 +105,10 @@ def subjects_add(ctx: click.Context, name: str, source: Path | None) -> None:
                 skipped += 1
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(path, target)
+            if getattr(target, "protocol", "") in ("", "file", "local"):
+                shutil.copy2(path, target)
+            else:
+                target.write_bytes(path.read_bytes())  # object storage: one atomic PUT
             copied += 1
     click.echo(f"subject {name}: {images} ({copied} files copied, {skipped} already there)")
     if os.environ.get("DAGSTER_HOME"):
@@ -296,7 +300,10 @@ def models() -> None:
 @click.pass_context
 def models_tiny(ctx: click.Context, out: Path | None, force: bool) -> None:
     """Build tiny random models of the real classes (their outputs are noise, not useful models)."""
-    built = build_tiny_models(out or _layout(ctx.obj["data_root"]).root / "models", force)
+    root = _layout(ctx.obj["data_root"]).root
+    if out is None and getattr(root, "protocol", "") not in ("", "file", "local"):
+        raise click.UsageError("the data root is a URL: give a local folder with --out")
+    built = build_tiny_models(out or root / "models", force)
     for name, path in built.items():
         click.echo(f"{name}: {path}")
 

@@ -16,6 +16,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from lora_assets.remote import RemoteRoot, is_url, local_root, storage_options
 from lora_assets.subjects import validate_subject_name
 
 DATA_ROOT_ENV = "LORA_ASSETS_DATA_ROOT"
@@ -24,8 +25,23 @@ SETTINGS_FILE = "subject.toml"
 
 
 def default_data_root() -> str:
-    """The data root from the environment, else `./data`."""
+    """The data root (a path or a URL) from the environment, else `./data`."""
     return os.environ.get(DATA_ROOT_ENV, DEFAULT_DATA_ROOT)
+
+
+def working_layout(root: str) -> DataLayout:
+    """Where stages read and write files: the root itself, or this machine's mirror of a URL root
+    (see `remote.py`)."""
+    return DataLayout(RemoteRoot(root).mirror) if is_url(root) else DataLayout(local_root(root))
+
+
+def view_layout(root: str) -> DataLayout:
+    """The root as it is, for listings and small reads: a URL root is read in place (no mirror)."""
+    if not is_url(root):
+        return DataLayout(local_root(root))
+    from upath import UPath
+
+    return DataLayout(UPath(root, **storage_options(root)))
 
 
 @dataclass(frozen=True)
@@ -78,6 +94,28 @@ class SubjectFiles:
 
     layout: DataLayout
     name: str
+
+    def synced(self, asset: str) -> tuple[list[Path], list[Path]]:
+        """(what the stage of `asset` reads, what it writes): on a URL root both are pulled into
+        the mirror before it runs, and what it writes is published after. A final `*.ext`
+        component narrows a folder to one kind of file. (Training publishes its own work: see
+        `TrainingWork.synced`.)"""
+        stage = self.layout.work_dir(self.name, asset)
+        thumbs = self.raw_cache / "thumbs"
+        reads: dict[str, list[Path]] = {
+            "raw_images": [self.photos],
+            "deduped_images": [self.photos, self.raw_manifest, thumbs],
+            "filtered_images": [self.photos, self.dedup_selected, thumbs],
+            "captions": [self.photos / "*.txt", self.filter_table, self.training_copies],
+            "dataset_zip": [self.captions_table, self.training_copies],
+            "lora": [self.dataset_zip, self.layout.loras_dir(self.name)],
+        }
+        writes: dict[str, list[Path]] = {
+            "deduped_images": [stage, self.measure_cache],
+            "filtered_images": [stage, self.measure_cache],
+            "lora": [],
+        }
+        return [self.settings, *reads.get(asset, [])], writes.get(asset, [stage])
 
     def stage_dir(self, asset: str) -> Path:
         """The work folder of the stage computed by `asset`, created if missing."""
@@ -175,7 +213,7 @@ class SubjectFiles:
     # -- lora ---------------------------------------------------------------------------------
     @property
     def training_work(self) -> Path:
-        """Checkpoints, latent and text caches, the unzipped dataset."""
+        """Checkpoints, latent and text caches, the unzipped dataset (see `TrainingWork`)."""
         return self.layout.work_dir(self.name, "lora")
 
     @property
@@ -195,3 +233,38 @@ class SubjectFiles:
     def diffusers_copy(self) -> Path:
         """The optional diffusers/PEFT-format copy (`export_diffusers`)."""
         return self.layout.loras_dir(self.name) / f"{self.name}-diffusers"
+
+
+@dataclass(frozen=True)
+class TrainingWork:
+    """The training stage's work folder: one checkpoint folder per training key, the latent and
+    text-encoder caches, the compiler cache and the unzipped dataset."""
+
+    root: Path
+
+    def run(self, key: str) -> Path:
+        return self.root / "runs" / (key or "default")
+
+    @property
+    def latents(self) -> Path:
+        return self.root / "cache" / "latents"
+
+    @property
+    def text(self) -> Path:
+        return self.root / "cache" / "text"
+
+    @property
+    def inductor(self) -> Path:
+        """torch.compile's cache: machine-specific, never published."""
+        return self.root / "cache" / "inductor"
+
+    @property
+    def dataset(self) -> Path:
+        """The unzipped dataset: re-made from the zip, never published."""
+        return self.root / "dataset"
+
+    def synced(self, key: str, files: SubjectFiles) -> tuple[list[Path], list[Path]]:
+        """What a training run pulls (the zip, its checkpoints, the caches) and publishes
+        (checkpoints, caches, the LoRA folder) on a URL root."""
+        work = [self.run(key), self.latents, self.text]
+        return [files.dataset_zip, *work], [*work, files.layout.loras_dir(files.name)]

@@ -33,7 +33,7 @@ def _observation(source: str, subject: str, version: str) -> dg.AssetObservation
     "asset, which the `lora_automation` sensor turns into runs of the affected stages only.",
 )
 def subject_folders_sensor(context: dg.SensorEvaluationContext, data_root: DataRoot) -> dg.SensorResult:
-    layout = data_root.layout()
+    layout = data_root.view()
     seen: dict[str, dict[str, str]] = json.loads(context.cursor) if context.cursor else {}
     known = set(context.instance.get_dynamic_partitions(SUBJECTS_PARTITION))
     folders = layout.subject_names()

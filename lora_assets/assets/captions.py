@@ -16,7 +16,6 @@ from lora_assets.captioning.pipeline import CAPTION_VERSION, Captioner, CaptionI
 from lora_assets.digests import hash_lines, short_version
 from lora_assets.models.references import resolve_model
 from lora_assets.record_store import RecordStore
-from lora_assets.storage import DataRoot
 
 PREVIEW_ROWS = 10
 
@@ -44,8 +43,7 @@ def caption_preview(table: pd.DataFrame, copies_dir: Path) -> str:
     description="BLIP captions (or the template, or the user's `<photo>.txt` / [captions.overrides]) "
     'as "{trigger} {class_token}, {caption}, {quality tags}".',
 )
-def captions(context: dg.AssetExecutionContext, data_root: DataRoot) -> dg.MaterializeResult:
-    run = SubjectRun.start(context, data_root)
+def captions(run: SubjectRun) -> dg.MaterializeResult:
     files = run.files
     settings = run.settings.captions
     filtered = pd.read_parquet(files.filter_table) if files.filter_table.exists() else pd.DataFrame()

@@ -15,7 +15,6 @@ from lora_assets.dataset.kohya_zip import (
     verify_zip,
 )
 from lora_assets.digests import short_version
-from lora_assets.storage import DataRoot
 
 ZIP_VERSION = 2
 
@@ -28,8 +27,7 @@ ZIP_VERSION = 2
     description="Kohya DreamBooth zip: `<repeats>_<trigger> <class>/` images + .txt captions, "
     "sd-scripts dataset_config.toml and metadata.jsonl; byte-identical for identical content.",
 )
-def dataset_zip(context: dg.AssetExecutionContext, data_root: DataRoot) -> dg.MaterializeResult:
-    run = SubjectRun.start(context, data_root)
+def dataset_zip(run: SubjectRun) -> dg.MaterializeResult:
     files = run.files
     table = pd.read_parquet(files.captions_table)
     images = [

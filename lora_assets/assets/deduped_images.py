@@ -16,7 +16,6 @@ from lora_assets.images.features import FEATURES_VERSION
 from lora_assets.images.inventory import thumbnail_path
 from lora_assets.images.workers import Photo
 from lora_assets.layout import SubjectFiles
-from lora_assets.storage import DataRoot
 
 ALGORITHM_VERSION = 1
 SHEET_GROUPS = 6
@@ -75,8 +74,7 @@ def run_dedup(run: SubjectRun, manifest: pd.DataFrame) -> DedupResult:
     description="Near-duplicate groups (re-saves, rescales, thumbnails, upscales, trims, blurred "
     "copies) with the copy holding the most real detail kept; bursts are reported as similar.",
 )
-def deduped_images(context: dg.AssetExecutionContext, data_root: DataRoot) -> dg.MaterializeResult:
-    run = SubjectRun.start(context, data_root)
+def deduped_images(run: SubjectRun) -> dg.MaterializeResult:
     files = run.files
     manifest = pd.read_parquet(files.raw_manifest)
     result = run_dedup(run, manifest)

@@ -16,7 +16,6 @@ from lora_assets.images.training_copy import COPY_VERSION
 from lora_assets.images.workers import ImageWorkers
 from lora_assets.layout import SubjectFiles
 from lora_assets.record_store import RecordStore
-from lora_assets.storage import DataRoot
 
 SIZE_BUCKETS = [0, 512, 768, 1024, 1536, 2048, 4096, 10**9]
 SHEET_TILES = 24
@@ -68,8 +67,7 @@ def filter_metadata(result: FilterResult, files: SubjectFiles, subject: str) -> 
     description="Drops photos below min_short_side / min_effective_mp; writes training-ready copies "
     "(EXIF-oriented, sRGB, RGB, <= max_side, never upscaled) and per-image quality flags.",
 )
-def filtered_images(context: dg.AssetExecutionContext, data_root: DataRoot) -> dg.MaterializeResult:
-    run = SubjectRun.start(context, data_root)
+def filtered_images(run: SubjectRun) -> dg.MaterializeResult:
     files = run.files
     report = run.progress("measuring detail")
     workers = ImageWorkers(

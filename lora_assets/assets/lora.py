@@ -2,6 +2,7 @@
 
 import io
 import json
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from lora_assets.models.references import resolve_model
 from lora_assets.partitions import subjects_partitions
 from lora_assets.storage import DataRoot
 from lora_assets.training.base_model import model_identity
-from lora_assets.training.config import ModelFiles, TrainConfig
+from lora_assets.training.config import ModelFiles, SyncSpec, TrainConfig
 from lora_assets.training.trainer import TRAINER_VERSION
 
 GPU_POOL = "gpu"
@@ -74,9 +75,11 @@ def stored_key(path: Path) -> str | None:
 
 
 def train_config(run: SubjectRun, models: ModelFiles, key: str) -> TrainConfig:
-    """The run's settings as they are, plus where everything is (see `training/config.py`)."""
+    """The run's settings as they are, plus where everything is (see `training/config.py`); on a
+    URL root the training process pulls and publishes its files itself (`sync`)."""
     files = run.files
     return TrainConfig(
+        sync=SyncSpec(data_root=run.remote.url, subject=run.subject) if run.remote else None,
         dataset_zip=str(files.dataset_zip),
         work_dir=str(files.training_work),
         output_file=str(files.lora_file),
@@ -162,20 +165,39 @@ def lora(
     data_root: DataRoot,
     pipes_subprocess_client: dg.PipesSubprocessClient,
 ) -> dg.MaterializeResult:
-    run = SubjectRun.start(context, data_root)
+    with SubjectRun.open(context, data_root, "lora") as run:
+        return train_or_reuse(context, run, config.force_retrain, pipes_subprocess_client)
+
+
+def train_or_reuse(
+    context: dg.AssetExecutionContext,
+    run: SubjectRun,
+    force: bool,
+    pipes: dg.PipesSubprocessClient,
+) -> dg.MaterializeResult:
+    """The LoRA as it is when its training key matches, else a training process through Pipes."""
     files = run.files
     models = resolve_models(run)
     key = training_key(run, sha256_file(files.dataset_zip), models)
-    if not config.force_retrain and stored_key(files.lora_file) == key:
-        context.log.info(f"{files.lora_file.name} is up to date (training key {key[:12]}): no training")
+    if not force and stored_key(files.lora_file) == key:
+        run.log.info(f"{files.lora_file.name} is up to date (training key {key[:12]}): no training")
         return dg.MaterializeResult(
             data_version=dg.DataVersion(short_version(sha256_file(files.lora_file))),
             metadata=result_metadata(files, True),
         )
     files.lora_file.parent.mkdir(parents=True, exist_ok=True)
-    reported = pipes_subprocess_client.run(
-        command=[sys.executable, "-m", "lora_assets.training.pipes_entry"],
+    reported = pipes.run(
+        command=training_command(),
         context=context,
         extras={"config": json.loads(train_config(run, models, key).to_json())},
     ).get_materialize_result()
+    run.pull([files.layout.loras_dir(run.subject)])  # a training pod elsewhere published it
     return dg.MaterializeResult(data_version=reported.data_version, metadata=result_metadata(files, False))
+
+
+def training_command() -> list[str]:
+    """The training process, killed with its parent (setpriv's parent-death signal on Linux): a
+    step whose worker dies must not leave training running on the GPU."""
+    command = [sys.executable, "-m", "lora_assets.training.pipes_entry"]
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "KILL", "--", *command] if setpriv else command

@@ -10,7 +10,6 @@ from lora_assets.assets.stage_asset import stage_asset
 from lora_assets.assets.subject_run import SubjectRun
 from lora_assets.images.contact_sheet import Tile, contact_sheet, markdown_image
 from lora_assets.images.inventory import MEASUREMENT_VERSION, PhotoInventory
-from lora_assets.storage import DataRoot
 
 CONTACT_SHEET_TILES = 24
 HASH_THREADS = 8  # hashing is mostly file reading: more threads than cores pay off
@@ -24,8 +23,7 @@ HASH_THREADS = 8  # hashing is mostly file reading: more threads than cores pay 
     description="Scan `subjects/<s>/images/`: sha256, format, oriented size, mode, ICC, JPEG quality; "
     "broken files are listed in `rejected.parquet` with their reason.",
 )
-def raw_images(context: dg.AssetExecutionContext, data_root: DataRoot) -> dg.MaterializeResult:
-    run = SubjectRun.start(context, data_root)
+def raw_images(run: SubjectRun) -> dg.MaterializeResult:
     files = run.files
     inventory = PhotoInventory(files.raw_cache, run.settings.ingest.max_pixels)
     result = inventory.scan(

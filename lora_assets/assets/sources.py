@@ -27,7 +27,7 @@ def _observe_all(
 ) -> dg.DataVersionsByPartition:
     """Versions for every registered subject; a subject whose version cannot be computed is logged
     and left out, so one broken `subject.toml` never hides the others' changes."""
-    layout = context.resources.data_root.layout()
+    layout = context.resources.data_root.view()
     versions: dict[str, str] = {}
     for subject in sorted(context.instance.get_dynamic_partitions(SUBJECTS_PARTITION)):
         try:

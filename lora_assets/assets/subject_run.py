@@ -1,20 +1,25 @@
-"""What every partitioned asset starts from: the subject, its files, its parsed settings, a logger."""
+"""What every partitioned asset starts from: the subject, its files, its parsed settings, a logger;
+on a URL data root, the pull of what the stage reads and the publication of what it wrote."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import dagster as dg
 
 from lora_assets.images.workers import MeasureCache
 from lora_assets.layout import DataLayout, SubjectFiles
+from lora_assets.remote import RemoteRoot
 from lora_assets.settings import SubjectSettings, load_subject_settings
 from lora_assets.storage import DataRoot
 
 MAX_WORKERS = 4  # per-image work in one step; several subjects' steps may run at once
+Context = dg.AssetExecutionContext | dg.AssetCheckExecutionContext
 
 
 @dataclass(frozen=True)
@@ -26,19 +31,33 @@ class SubjectRun:
     files: SubjectFiles
     settings: SubjectSettings
     log: dg.DagsterLogManager
+    remote: RemoteRoot | None = None
 
     @classmethod
-    def start(
-        cls, context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext, data_root: DataRoot
-    ) -> SubjectRun:
-        """Parse the subject's settings (a bad `subject.toml` fails the step with the file's own
-        message) and, for an asset, create its work folder."""
-        layout = data_root.layout()
+    @contextlib.contextmanager
+    def open(
+        cls, context: Context, data_root: DataRoot, asset: str, publish: bool = True
+    ) -> Iterator[SubjectRun]:
+        """The subject of `context`, with the files of `asset`'s stage in place: pulled first on a
+        URL root, and what the stage wrote published when it returns (not when it raises).
+        A bad `subject.toml` fails the step with the file's own message."""
+        layout, remote = data_root.layout(), data_root.remote()
         files = layout.subject(context.partition_key)
+        reads, writes = files.synced(asset)
+        if remote:
+            fetched = remote.pull([remote.relative(p) for p in [*reads, *writes]])
+            context.log.info(f"pulled {fetched / 1e6:.1f} MB from {remote.url} for {asset}")
         settings = load_subject_settings(files.settings, files.name)
-        if isinstance(context, dg.AssetExecutionContext):
-            files.stage_dir(context.asset_key.path[-1])
-        return cls(files.name, layout, files, settings, context.log)
+        files.stage_dir(asset)
+        yield cls(files.name, layout, files, settings, context.log, remote)
+        if remote and publish:
+            sent = remote.push([remote.relative(p) for p in writes])
+            context.log.info(f"published {sent / 1e6:.1f} MB of {asset} to {remote.url}")
+
+    def pull(self, paths: list[Path]) -> None:
+        """Bring more files into the mirror (a URL root); nothing to do on a local root."""
+        if self.remote:
+            self.remote.pull([self.remote.relative(p) for p in paths])
 
     @property
     def trigger(self) -> str:

@@ -165,7 +165,7 @@ def thumbnail_path(cache_dir: Path, sha256: str) -> Path:
 
 
 def _stamp(photo: PhotoFile) -> str:
-    return f"{photo.size}:{photo.mtime_ns}"
+    return f"{photo.size}:{photo.version}"
 
 
 def _icc_name(profile: bytes | None) -> str | None:

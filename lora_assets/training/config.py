@@ -25,6 +25,16 @@ class ModelFiles(BaseModel):
     base_config: str | None = None
 
 
+class SyncSpec(BaseModel):
+    """A URL data root: the training process pulls its inputs and publishes checkpoints and the
+    LoRA itself, so it can run where the step's files are not (a GPU pod)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    data_root: str
+    subject: str
+
+
 class TrainConfig(BaseModel):
     """One LoRA run. Paths are absolute strings."""
 
@@ -43,6 +53,7 @@ class TrainConfig(BaseModel):
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     sample_resolution: int | None = Field(None, description="default: the dataset's resolution")
     training_key: str = ""
+    sync: SyncSpec | None = None
     extra_metadata: dict[str, str] = Field(default_factory=dict)
 
     def to_json(self) -> str:

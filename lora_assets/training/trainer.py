@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
+from lora_assets.layout import TrainingWork
 from lora_assets.training.buckets import fit_to_bucket
 from lora_assets.training.config import TrainConfig
 from lora_assets.training.data import (
@@ -105,7 +106,11 @@ class Trainer:
     """One run of `train` (see module docstring)."""
 
     def __init__(
-        self, config: TrainConfig, log: Log, on_epoch_end: Callable[[int], None] | None = None
+        self,
+        config: TrainConfig,
+        log: Log,
+        on_epoch_end: Callable[[int], None] | None = None,
+        on_checkpoint: Callable[[Path], None] | None = None,
     ) -> None:
         import torch
         from accelerate import Accelerator
@@ -113,9 +118,10 @@ class Trainer:
         from lora_assets.training.base_model import load_base_model
 
         self.started = time.time()
-        self.config, self.settings, self.log, self.on_epoch_end = config, config.training, log, on_epoch_end
-        self.work = Path(config.work_dir)
-        self.run_dir = self.work / "runs" / (config.training_key or "default")
+        self.config, self.settings, self.log = config, config.training, log
+        self.on_epoch_end, self.on_checkpoint = on_epoch_end, on_checkpoint
+        self.work = TrainingWork(Path(config.work_dir))
+        self.run_dir = self.work.run(config.training_key)
         cuda = torch.cuda.is_available()
         self.accelerator = Accelerator(
             mixed_precision=precision_for(self.settings.mixed_precision, "cuda" if cuda else "cpu"),
@@ -129,7 +135,7 @@ class Trainer:
         if cuda:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
-        dataset = read_dataset(extract_dataset(Path(config.dataset_zip), self.work / "dataset"))
+        dataset = read_dataset(extract_dataset(Path(config.dataset_zip), self.work.dataset))
         self.images, self.options = dataset.images, dataset.options
         self._log_buckets()
         models = config.models
@@ -172,7 +178,7 @@ class Trainer:
         import torch
 
         vae = self.base.vae
-        cache = TensorCache(self.work / "cache" / "latents")
+        cache = TensorCache(self.work.latents)
         flips = (False, True) if self.options.flip_aug else (False,)
         latents: dict[tuple[int, bool], Any] = {}
         todo: dict[tuple[int, int], list[tuple[int, bool, str]]] = {}
@@ -206,7 +212,7 @@ class Trainer:
         import torch
 
         text_encoder = self.base.text_encoder
-        cache = TensorCache(self.work / "cache" / "text")
+        cache = TensorCache(self.work.text)
         embeddings: dict[str, Any] = {}
         for caption in sorted({image.caption for image in self.images}):
             key = TensorCache.key("text", caption, self.base.identity, self.settings.clip_skip)
@@ -339,7 +345,7 @@ class Trainer:
         if self.compile_mode is None:
             return self.unet
         # Inductor's caches make a second compilation of the same UNet take seconds, not minutes.
-        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(self.work / "cache" / "inductor"))
+        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(self.work.inductor))
         return torch.compile(self.unet, mode=self.compile_mode)
 
     # -- text ----------------------------------------------------------------------------------
@@ -465,6 +471,8 @@ class Trainer:
             (path / "progress.json").write_text(json.dumps({"epoch": done, "global_step": self.global_step}))
             for old in self.checkpoints()[: -s.keep_last_checkpoints]:
                 shutil.rmtree(old, ignore_errors=True)
+            if self.on_checkpoint:
+                self.on_checkpoint(self.run_dir)
             self.samples += self.render_samples(done)
         if self.on_epoch_end:
             self.on_epoch_end(done)
@@ -554,10 +562,14 @@ class Trainer:
 
 
 def train(
-    config: TrainConfig, log: Log = print, on_epoch_end: Callable[[int], None] | None = None
+    config: TrainConfig,
+    log: Log = print,
+    on_epoch_end: Callable[[int], None] | None = None,
+    on_checkpoint: Callable[[Path], None] | None = None,
 ) -> TrainResult:
-    """Train (or resume) a LoRA as `config` says and write the kohya file; see module docstring."""
-    return Trainer(config, log, on_epoch_end).run()
+    """Train (or resume) a LoRA as `config` says and write the kohya file; see module docstring.
+    `on_checkpoint(run folder)` is called after each checkpoint is saved (to publish it)."""
+    return Trainer(config, log, on_epoch_end, on_checkpoint).run()
 
 
 def _pixels(image: TrainImage, bucket: tuple[int, int], flip: bool) -> Any:
