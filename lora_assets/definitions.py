@@ -11,17 +11,21 @@ from lora_assets.assets.raw_images import raw_images
 from lora_assets.assets.sources import settings_sources, subject_photos
 from lora_assets.automation import automation_sensor, training_condition
 from lora_assets.checks import lora_keys_and_metadata, lora_loads_in_diffusers, lora_weights_finite
+from lora_assets.deployment import executor, training_launcher
 from lora_assets.jobs import observe_sources_job, raw_images_job, training_chain_job
 from lora_assets.layout import default_data_root
+from lora_assets.monitoring import lost_celery_workers
 from lora_assets.schedules import weekly_retrain
 from lora_assets.sensors import subject_folders_sensor
 from lora_assets.storage import DataRoot
 
 
 def build_definitions(data_root: str | None = None) -> dg.Definitions:
-    """Definitions over a data root (default: `$LORA_ASSETS_DATA_ROOT` or `./data`); tests pass their own."""
+    """Definitions over a data root (default: `$LORA_ASSETS_DATA_ROOT` or `./data`); tests pass their own.
+    The executor and where training runs follow the environment (`deployment.py`)."""
     root = data_root or default_data_root()
     condition = training_condition(root)
+    celery = executor()
     return dg.Definitions(
         assets=[
             *settings_sources,
@@ -37,11 +41,12 @@ def build_definitions(data_root: str | None = None) -> dg.Definitions:
         asset_checks=[lora_keys_and_metadata, lora_weights_finite, lora_loads_in_diffusers],
         jobs=[raw_images_job, observe_sources_job, training_chain_job],
         schedules=[weekly_retrain],
-        sensors=[subject_folders_sensor, automation_sensor],
+        sensors=[subject_folders_sensor, automation_sensor, *([lost_celery_workers] if celery else [])],
         resources={
             "data_root": DataRoot(path=root),
-            "pipes_subprocess_client": dg.PipesSubprocessClient(),
+            "training_launcher": training_launcher(),
         },
+        executor=celery,
     )
 
 

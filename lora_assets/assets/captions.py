@@ -13,6 +13,7 @@ from lora_assets.assets.sources import stage_settings_version
 from lora_assets.assets.stage_asset import stage_asset
 from lora_assets.assets.subject_run import SubjectRun
 from lora_assets.captioning.pipeline import CAPTION_VERSION, Captioner, CaptionItem, read_sidecars
+from lora_assets.deployment import GPU_STEP_TAGS
 from lora_assets.digests import hash_lines, short_version
 from lora_assets.models.references import resolve_model
 from lora_assets.record_store import RecordStore
@@ -38,6 +39,7 @@ def caption_preview(table: pd.DataFrame, copies_dir: Path) -> str:
 @stage_asset(
     "captions",
     filtered_images,
+    op_tags=GPU_STEP_TAGS,
     code_version=f"captions-{CAPTION_VERSION}",
     kinds={"pytorch", "parquet"},
     description="BLIP captions (or the template, or the user's `<photo>.txt` / [captions.overrides]) "

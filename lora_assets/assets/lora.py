@@ -2,8 +2,6 @@
 
 import io
 import json
-import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +11,7 @@ from pydantic import Field
 from lora_assets.assets.dataset_zip import dataset_zip
 from lora_assets.assets.sources import settings_source
 from lora_assets.assets.subject_run import SubjectRun
+from lora_assets.deployment import GPU_STEP_TAGS, TrainingLauncher
 from lora_assets.digests import sha256_file, short_version, stable_hash
 from lora_assets.images.contact_sheet import markdown_image
 from lora_assets.layout import SubjectFiles
@@ -156,6 +155,7 @@ def result_metadata(files: SubjectFiles, cache_hit: bool) -> dict[str, Any]:
     group_name="training",
     kinds={"pytorch", "safetensors"},
     pool=GPU_POOL,
+    op_tags=GPU_STEP_TAGS,
     description="SD 1.5 LoRA (diffusers + peft) trained from the dataset zip in a Pipes subprocess, "
     "saved in kohya format with full metadata. Unchanged inputs: no training, same data version.",
 )
@@ -163,17 +163,14 @@ def lora(
     context: dg.AssetExecutionContext,
     config: LoraRunConfig,
     data_root: DataRoot,
-    pipes_subprocess_client: dg.PipesSubprocessClient,
+    training_launcher: TrainingLauncher,
 ) -> dg.MaterializeResult:
     with SubjectRun.open(context, data_root, "lora") as run:
-        return train_or_reuse(context, run, config.force_retrain, pipes_subprocess_client)
+        return train_or_reuse(context, run, config.force_retrain, training_launcher)
 
 
 def train_or_reuse(
-    context: dg.AssetExecutionContext,
-    run: SubjectRun,
-    force: bool,
-    pipes: dg.PipesSubprocessClient,
+    context: dg.AssetExecutionContext, run: SubjectRun, force: bool, launcher: TrainingLauncher
 ) -> dg.MaterializeResult:
     """The LoRA as it is when its training key matches, else a training process through Pipes."""
     files = run.files
@@ -186,18 +183,7 @@ def train_or_reuse(
             metadata=result_metadata(files, True),
         )
     files.lora_file.parent.mkdir(parents=True, exist_ok=True)
-    reported = pipes.run(
-        command=training_command(),
-        context=context,
-        extras={"config": json.loads(train_config(run, models, key).to_json())},
-    ).get_materialize_result()
+    config = json.loads(train_config(run, models, key).to_json())
+    reported = launcher.run(context, {"config": config}).get_materialize_result()
     run.pull([files.layout.loras_dir(run.subject)])  # a training pod elsewhere published it
     return dg.MaterializeResult(data_version=reported.data_version, metadata=result_metadata(files, False))
-
-
-def training_command() -> list[str]:
-    """The training process, killed with its parent (setpriv's parent-death signal on Linux): a
-    step whose worker dies must not leave training running on the GPU."""
-    command = [sys.executable, "-m", "lora_assets.training.pipes_entry"]
-    setpriv = shutil.which("setpriv")
-    return [setpriv, "--pdeathsig", "KILL", "--", *command] if setpriv else command

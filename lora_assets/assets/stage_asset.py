@@ -19,9 +19,16 @@ Compute = Callable[[SubjectRun], dg.MaterializeResult]
 
 
 def stage_asset(
-    stage: str, upstream: Any, *, code_version: str, kinds: set[str], description: str
+    stage: str,
+    upstream: Any,
+    *,
+    code_version: str,
+    kinds: set[str],
+    description: str,
+    op_tags: dict[str, str] | None = None,
 ) -> Callable[[Compute], dg.AssetsDefinition]:
-    """The asset of `stage`, reading `upstream` (an asset or source), from a function of the run."""
+    """The asset of `stage`, reading `upstream` (an asset or source), from a function of the run;
+    `op_tags` route its step (e.g. to the GPU queue)."""
     asset = stage_named(stage).asset
 
     def decorate(compute: Compute) -> dg.AssetsDefinition:
@@ -38,6 +45,7 @@ def stage_asset(
             group_name="dataset",
             kinds=kinds,
             description=description,
+            op_tags=op_tags,
         )(materialize)
 
     return decorate

@@ -106,8 +106,10 @@ class ImageWorkers:
             return self._details(list(photos), pool)
 
     def _pool(self) -> Executor:
-        if self.workers == 1:
-            return ThreadPoolExecutor(max_workers=1)
+        """Processes; threads where processes cannot be started (one worker, or inside a daemonic
+        process such as a Celery prefork child, where decoding and numpy still release the GIL)."""
+        if self.workers == 1 or multiprocessing.current_process().daemon:
+            return ThreadPoolExecutor(max_workers=self.workers)
         methods = multiprocessing.get_all_start_methods()
         context = multiprocessing.get_context("fork" if "fork" in methods else None)
         return ProcessPoolExecutor(max_workers=self.workers, mp_context=context, initializer=_one_thread)

@@ -1,0 +1,216 @@
+"""A CPU host and a GPU host on one machine, for the multi-host tests and benchmark.
+
+The servers (PostgreSQL, SeaweedFS, Redis) and the CPU-side processes (orchestrators, CPU Celery
+workers) run here; the GPU Celery worker runs in its own network namespace, joined to this one
+by a veth pair, and in a private mount namespace where this side's folders (the orchestrator's
+DAGSTER_HOME, the CPU workers' scratch, the servers' data) are hidden by empty tmpfs mounts. It
+shares nothing with the CPU side but the code, the models and the servers' addresses. Every
+process gets its own scratch folder, as separate machines would.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from lora_assets_tests.scale.servers import Stack
+
+REPO = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+
+
+def netns_available() -> bool:
+    """Network namespaces need root and iproute2."""
+    return os.geteuid() == 0 and shutil.which("ip") is not None and shutil.which("unshare") is not None
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True)
+
+
+class GpuHost:
+    """A network namespace `10.<n>.<m>.2` behind a veth pair whose host side is `.1`."""
+
+    def __init__(self) -> None:
+        tag = uuid.uuid4().hex[:6]
+        octet = int(tag[:2], 16) % 200 + 20
+        self.name, self.veth = f"lora-gpu-{tag}", f"lora{tag}"
+        self.host_ip, self.ns_ip = f"10.{octet}.{int(tag[2:4], 16)}.1", f"10.{octet}.{int(tag[2:4], 16)}.2"
+
+    def create(self) -> GpuHost:
+        _ip("netns", "add", self.name)
+        _ip("link", "add", self.veth, "type", "veth", "peer", "name", f"{self.veth}n")
+        _ip("link", "set", f"{self.veth}n", "netns", self.name)
+        _ip("addr", "add", f"{self.host_ip}/24", "dev", self.veth)
+        _ip("link", "set", self.veth, "up")
+        _ip("netns", "exec", self.name, "ip", "addr", "add", f"{self.ns_ip}/24", "dev", f"{self.veth}n")
+        _ip("netns", "exec", self.name, "ip", "link", "set", f"{self.veth}n", "up")
+        _ip("netns", "exec", self.name, "ip", "link", "set", "lo", "up")
+        return self
+
+    def destroy(self) -> None:
+        subprocess.run(["ip", "link", "del", self.veth], capture_output=True)
+        subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
+
+    def command(self, hidden: list[Path], command: list[str]) -> list[str]:
+        """`command` run in the namespace, with `hidden` folders covered by empty tmpfs mounts."""
+        mounts = " && ".join(f"mount -t tmpfs tmpfs {folder}" for folder in hidden)
+        script = f'mount --make-rprivate / && {mounts} && exec "$@"'
+        return ["ip", "netns", "exec", self.name, "unshare", "-m", "--", "sh", "-c", script, "sh", *command]
+
+
+class Cluster:
+    """The servers, a Postgres instance folder, CPU workers here and a GPU worker 'elsewhere'."""
+
+    def __init__(self, base: Path, cpu_workers: int = 2, gpu_host: bool = True) -> None:
+        self.base = base
+        self.cpu_workers = cpu_workers
+        self.gpu = GpuHost() if gpu_host else None
+        self.stack: Stack | None = None
+        self.workers: dict[str, subprocess.Popen] = {}
+        self.home = base / "cpu-host" / "dagster_home"
+        self.data_root = ""
+
+    # -- life cycle ----------------------------------------------------------------------------
+    def start(self) -> Cluster:
+        host = "127.0.0.1"
+        if self.gpu:
+            host = self.gpu.create().host_ip
+        self.stack = Stack(host=host).start()  # under /tmp: the postgres user must reach its folder
+        self.home.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / "deploy" / "dagster.postgres.yaml", self.home / "dagster.yaml")
+        self.data_root = f"s3://{self.stack.s3.bucket}/root-{uuid.uuid4().hex[:8]}"
+        for number in range(1, self.cpu_workers + 1):
+            self.start_worker(f"cpu{number}", "dagster")
+        self.start_worker("gpu1", "gpu")
+        self.wait_for_workers()
+        return self
+
+    def stop(self) -> None:
+        for name in list(self.workers):
+            self.stop_worker(name)
+        if self.stack:
+            self.stack.stop()
+        if self.gpu:
+            self.gpu.destroy()
+
+    def __enter__(self) -> Cluster:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- environment ---------------------------------------------------------------------------
+    def env(self, scratch: Path, **extra: str) -> dict[str, str]:
+        """What every process of the deployment has: the data root URL, the servers, the settings
+        of `deploy/` (no shared folder)."""
+        stack = self.stack
+        env = {
+            **os.environ,
+            **stack.s3.env(),
+            "LORA_ASSETS_DATA_ROOT": self.data_root,
+            "LORA_ASSETS_SCRATCH": str(scratch),
+            "LORA_ASSETS_CELERY_BROKER": stack.redis.url,
+            "LORA_ASSETS_PIPES_BUCKET": stack.s3.bucket,
+            "LORA_ASSETS_PG_USER": stack.pg.user,
+            "LORA_ASSETS_PG_PASSWORD": "",
+            "LORA_ASSETS_PG_HOST": stack.pg.host,
+            "LORA_ASSETS_PG_PORT": str(stack.pg.port),
+            "LORA_ASSETS_PG_DB": stack.pg.db,
+            "LORA_ASSETS_LOGS_BUCKET": stack.s3.bucket,
+            "OMP_NUM_THREADS": "1",
+            "PYTHONPATH": str(REPO),
+            "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}",
+        }
+        env.pop("PYTEST_CURRENT_TEST", None)
+        return {**env, **extra}
+
+    def orchestrator_env(self, **extra: str) -> dict[str, str]:
+        return self.env(self.base / "cpu-host" / "scratch-orchestrator", DAGSTER_HOME=str(self.home), **extra)
+
+    # -- workers -------------------------------------------------------------------------------
+    def start_worker(self, name: str, queue: str) -> None:
+        gpu = queue == "gpu" and self.gpu is not None
+        machine = self.base / ("gpu-host" if gpu else "cpu-host")
+        home = machine / f"{name}-home"
+        home.mkdir(parents=True, exist_ok=True)
+        command = [
+            str(VENV_BIN / "dagster-celery"), "worker", "start", "-A", "dagster_celery.app",
+            "-y", str(REPO / "deploy" / "celery.yaml"), "-q", queue, "-n", f"{name}@%h",
+            "--", "--concurrency=1", "--without-gossip", "--without-mingle",
+        ]  # fmt: skip
+        if gpu:
+            command = self.gpu.command([self.base / "cpu-host", self.stack.base], command)
+        env = self.env(machine / f"{name}-scratch", DAGSTER_HOME=str(home))
+        log = open(machine / f"{name}.log", "ab")  # noqa: SIM115 - the worker's log while it runs
+        self.workers[name] = subprocess.Popen(
+            command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO
+        )
+
+    def stop_worker(self, name: str, kill: bool = False) -> None:
+        """Stop a worker and its pool (SIGKILL: as a machine that lost power)."""
+        process = self.workers.pop(name)
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL if kill else signal.SIGTERM)
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+    def celery_app(self):
+        from celery import Celery
+
+        return Celery("dagster", broker=self.stack.redis.url, backend=self.stack.redis.url)
+
+    def wait_for_workers(self, timeout: float = 120.0) -> None:
+        expected = set(self.workers)
+        app = self.celery_app()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            replies = app.control.ping(timeout=1.0)
+            names = {name.split("@")[0] for reply in replies for name in reply}
+            if expected <= names:
+                return
+            for name, process in self.workers.items():
+                if process.poll() is not None:
+                    raise RuntimeError(f"worker {name} exited: see {self.base}")
+        raise TimeoutError(f"workers {expected} did not answer within {timeout:.0f} s")
+
+    # -- runs ----------------------------------------------------------------------------------
+    def dagster(self, *args: str, **popen: object) -> subprocess.Popen:
+        """A `dagster` CLI process on the CPU host (orchestrator: the instance is Postgres)."""
+        return subprocess.Popen(
+            [str(VENV_BIN / "dagster"), *args],
+            env=self.orchestrator_env(),
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            **popen,
+        )
+
+    def materialize(self, subject: str, select: str = "*") -> subprocess.Popen:
+        return self.dagster("asset", "materialize", "-m", "lora_assets.definitions", "--select", select,
+                            "--partition", subject)  # fmt: skip
+
+    def register(self) -> None:
+        """Every subject folder of the data root registered, every source observed."""
+        subprocess.run(
+            [str(VENV_BIN / "lora-assets"), "subjects", "sync"], env=self.orchestrator_env(), check=True,
+            capture_output=True, cwd=REPO,
+        )  # fmt: skip
+        observe = self.dagster(
+            "job", "execute", "-m", "lora_assets.definitions", "-j", "observe_subject_inputs"
+        )
+        output = observe.communicate()[0].decode()
+        assert observe.returncode == 0, output[-3000:]
