@@ -42,3 +42,16 @@ def s3_root(stack: Stack, s3_env: dict[str, str], tmp_path, monkeypatch: pytest.
     """A fresh data root URL in the test bucket, and a scratch folder of its own."""
     monkeypatch.setenv("LORA_ASSETS_SCRATCH", str(tmp_path / "scratch"))
     return f"s3://{stack.s3.bucket}/{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """Servers, two CPU workers here, a GPU worker in its own network namespace (see cluster.py)."""
+    from lora_assets_tests.scale.cluster import Cluster
+    from lora_assets_tests.scale.multi_host import require_netns
+
+    require_netns()
+    if missing_servers():
+        pytest.fail(f"scale-out servers missing: {', '.join(missing_servers())}")
+    with Cluster(tmp_path_factory.mktemp("cluster")) as running:
+        yield running

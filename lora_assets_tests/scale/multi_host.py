@@ -55,18 +55,19 @@ def upload_subject(cluster: Cluster, name: str, photos: list[Path], settings: st
 
 
 def small_photos(folder: Path, count: int, seed: int) -> list[Path]:
-    """`count` distinct real photos: crops of the bundled sample photos at 640 px."""
+    """`count` distinct real photos of 640 px: quadrants of the bundled sample photos (different
+    parts of a photo are not duplicates of each other)."""
     sources = sorted(p for p in SHARED_PHOTOS.rglob("*.jpg"))
     folder.mkdir(parents=True, exist_ok=True)
     made = []
     for index in range(count):
-        image = Image.open(sources[(index + seed) % len(sources)]).convert("RGB")
+        number = index + seed * count
+        image = Image.open(sources[number % len(sources)]).convert("RGB")
         width, height = image.size
-        step = (index + seed * 7) % 5
-        box = (step * width // 20, step * height // 20, width - (4 - step) * width // 20, height)
-        crop = image.crop(box).resize((640, 640 * height // width or 640))
+        left, top = (number // len(sources)) % 2 * width // 2, (number // len(sources) // 2) % 2 * height // 2
+        crop = image.crop((left, top, left + width // 2, top + height // 2))
         path = folder / f"photo-{seed:02d}-{index:03d}.jpg"
-        crop.save(path, quality=90)
+        crop.resize((640, max(1, 640 * crop.height // crop.width))).save(path, quality=90)
         made.append(path)
     return made
 
@@ -92,3 +93,26 @@ def step_workers(instance: dg.DagsterInstance) -> dict[tuple[str, str], str]:
             if worker is not None:
                 placed[partition, entry.step_key] = worker.value.split("@")[0]
     return placed
+
+
+def step_spans(instance: dg.DagsterInstance, step: str) -> list[tuple[float, float, str]]:
+    """(start, end, run id) of every execution of `step`, from its STEP_START and end events."""
+    spans = []
+    for record in instance.get_run_records():
+        run_id = record.dagster_run.run_id
+        starts = [
+            e.timestamp
+            for e in instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_START)
+            if e.step_key == step
+        ]
+        ends = [
+            e.timestamp
+            for kind in (dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE)
+            for e in instance.all_logs(run_id, of_type=kind)
+            if e.step_key == step
+        ]
+        spans += [
+            (start, min((end for end in ends if end >= start), default=float("inf")), run_id)
+            for start in starts
+        ]
+    return sorted(spans)

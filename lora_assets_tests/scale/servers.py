@@ -186,7 +186,8 @@ class SeaweedS3:
     def endpoint(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def start(self) -> SeaweedS3:
+    def start(self, restart: bool = False) -> SeaweedS3:
+        """Start the server; `restart` brings a stopped one back on its ports with its data."""
         self.dir.mkdir(parents=True, exist_ok=True)
         cfg = self.dir / "s3.json"
         cfg.write_text(
@@ -216,7 +217,8 @@ class SeaweedS3:
             "s3.port.grpc",
             "debug.port",
         ]
-        self.ports = {n: free_port(self.host, used) for n in names}
+        if not restart:
+            self.ports = {n: free_port(self.host, used) for n in names}
         self.port = self.ports["s3.port"]
         weed = shutil.which("weed", path=str(VENV_BIN)) or "weed"
         cmd = [
@@ -231,19 +233,22 @@ class SeaweedS3:
             "-s3.port.iceberg=0",
             "-s3.port.lance=0",
             "-s3.autoCreateBucket=false",
-            "-master.volumeSizeLimitMB=64",
-            "-volume.max=8",
+            "-master.volumeSizeLimitMB=128",
+            "-volume.max=200",  # lazily created: room for every test's data
             *[f"-{k}={v}" for k, v in self.ports.items()],
         ]
         (self.dir / "data").mkdir(exist_ok=True)
         t0 = time.monotonic()
         self.proc = subprocess.Popen(
             cmd,
-            stdout=open(self.dir / "weed.log", "wb"),  # noqa: SIM115 - the server's log, open while it runs stderr=subprocess.STDOUT, start_new_session=True
+            stdout=open(self.dir / "weed.log", "ab"),  # noqa: SIM115 - the server's log, open while it runs
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         self._wait_ready(t0)
         self.start_s = time.monotonic() - t0
-        self.client().create_bucket(Bucket=self.bucket)
+        if not restart:
+            self.client().create_bucket(Bucket=self.bucket)
         return self
 
     def _wait_ready(self, t0: float, timeout: float = 60.0) -> None:

@@ -4,31 +4,19 @@ its own network namespace that cannot see this side's folders."""
 from __future__ import annotations
 
 import dagster as dg
-import pytest
 
 from lora_assets.remote import RemoteRoot
 from lora_assets_tests.conftest import tiny_settings
-from lora_assets_tests.scale.cluster import Cluster
 from lora_assets_tests.scale.multi_host import (
     cluster_env,
-    require_netns,
     small_photos,
     step_workers,
     upload_subject,
     wait,
 )
-from lora_assets_tests.scale.servers import missing_servers
 
 CPU_STEPS = {"raw_images", "deduped_images", "filtered_images", "dataset_zip"}
 GPU_STEPS = {"captions", "lora"}
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    require_netns()
-    assert not missing_servers(), missing_servers()
-    with Cluster(tmp_path_factory.mktemp("cluster")) as running:
-        yield running
 
 
 def test_the_whole_graph_for_two_subjects_runs_across_hosts(cluster, tmp_path, tiny_blip, tiny_sd):
