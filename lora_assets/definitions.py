@@ -10,7 +10,7 @@ from lora_assets.assets.lora import lora
 from lora_assets.assets.raw_images import raw_images
 from lora_assets.assets.sources import settings_sources, subject_photos
 from lora_assets.automation import automation_sensor, training_condition
-from lora_assets.checks import lora_keys_and_metadata, lora_loads_in_diffusers, lora_weights_finite
+from lora_assets.checks import lora_checks
 from lora_assets.deployment import executor, training_launcher
 from lora_assets.jobs import observe_sources_job, raw_images_job, training_chain_job
 from lora_assets.layout import default_data_root
@@ -38,7 +38,7 @@ def build_definitions(data_root: str | None = None) -> dg.Definitions:
             # Built here: it reads each subject's [training] automation under this data root.
             lora.map_asset_specs(lambda spec: spec.replace_attributes(automation_condition=condition)),
         ],
-        asset_checks=[lora_keys_and_metadata, lora_weights_finite, lora_loads_in_diffusers],
+        asset_checks=[lora_checks],
         jobs=[raw_images_job, observe_sources_job, training_chain_job],
         schedules=[weekly_retrain],
         sensors=[subject_folders_sensor, automation_sensor, *([lost_celery_workers] if celery else [])],

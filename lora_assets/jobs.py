@@ -12,6 +12,8 @@ observe_sources_job = dg.define_asset_job(
     "observe_subject_inputs",
     selection=dg.AssetSelection.assets(*SOURCE_KEYS),
     description="Observe every subject's settings and photo folder (hashes only; no pixels read).",
+    # Listings and small reads: in the orchestrator's process, never a trip through a queue.
+    executor_def=dg.in_process_executor,
 )
 
 training_chain_job = dg.define_asset_job(

@@ -40,6 +40,7 @@ PARTIAL = ".partial-"
 S3_CONFIG = {"connect_timeout": 5, "read_timeout": 60, "retries": {"max_attempts": 3, "mode": "standard"}}
 S3_RETRIES = 2
 _CHUNK = 1 << 20
+MARKERS = frozenset({"progress.json"})  # checkpoint manifests (training/checkpoints.py)
 
 
 def is_url(root: str) -> bool:
@@ -211,14 +212,16 @@ class RemoteRoot:
 
     # -- writing ------------------------------------------------------------------------------
     def push(self, relatives: list[str]) -> int:
-        """Publish the mirror's files under `relatives` (new or changed ones), delete remote
-        files the mirror no longer has and temporary keys left by a crash; returns bytes sent."""
+        """Publish the mirror's files under `relatives` (new or changed ones; manifests last),
+        delete remote files the mirror no longer has and temporary keys left by a crash; returns
+        bytes sent."""
         sent = 0
         for relative in relatives:
             state = self._state(relative)
             remote = self.listing(relative)
             local_names = _local_files(self.mirror, relative)
-            for name in sorted(local_names):
+            # A folder's manifest goes last: whoever sees it sees every file it lists.
+            for name in sorted(local_names, key=lambda n: (n.rsplit("/", 1)[-1] in MARKERS, n)):
                 local = self.mirror / name
                 if name in remote and _same(state.get(name), local, remote[name]):
                     continue

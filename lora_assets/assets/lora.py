@@ -184,6 +184,11 @@ def train_or_reuse(
         )
     files.lora_file.parent.mkdir(parents=True, exist_ok=True)
     config = json.loads(train_config(run, models, key).to_json())
-    reported = launcher.run(context, {"config": config}).get_materialize_result()
+    try:
+        reported = launcher.run(context, {"config": config}).get_materialize_result()
+    except Exception:  # re-raised; Dagster's Pipes error class is not public
+        if run.remote:  # its messages may have been lost with the store: name the store if so
+            run.remote.check()
+        raise
     run.pull([files.layout.loras_dir(run.subject)])  # a training pod elsewhere published it
     return dg.MaterializeResult(data_version=reported.data_version, metadata=result_metadata(files, False))

@@ -18,7 +18,6 @@ import math
 import os
 import random
 import resource
-import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from PIL import Image, ImageOps
 
 from lora_assets.layout import TrainingWork
 from lora_assets.training.buckets import fit_to_bucket
+from lora_assets.training.checkpoints import complete_checkpoints, manifest_of, remove_stale, save_checkpoint
 from lora_assets.training.config import TrainConfig
 from lora_assets.training.data import (
     TrainImage,
@@ -90,6 +90,24 @@ def optimizer_for(optimizer: str, device_type: str) -> str:
     return optimizer if device_type == "cuda" else "AdamW"
 
 
+def _accelerator(settings: Any, project_dir: Path) -> tuple[Any, Any, Any]:
+    """(Accelerator, device, weight dtype): mixed precision and TF32 matmuls on CUDA only."""
+    import torch
+    from accelerate import Accelerator
+
+    cuda = torch.cuda.is_available()
+    accelerator = Accelerator(
+        mixed_precision=precision_for(settings.mixed_precision, "cuda" if cuda else "cpu"),
+        gradient_accumulation_steps=settings.gradient_accumulation_steps,
+        project_dir=str(project_dir),
+    )
+    if cuda:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
+    return accelerator, accelerator.device, dtype
+
+
 def _step_generator(seed: int, epoch: int, batch: int, device: Any) -> Any:
     """The step's own RNG, on the device (a CPU-side draw plus copy would synchronise every step)."""
     import torch
@@ -113,7 +131,6 @@ class Trainer:
         on_checkpoint: Callable[[Path], None] | None = None,
     ) -> None:
         import torch
-        from accelerate import Accelerator
 
         from lora_assets.training.base_model import load_base_model
 
@@ -122,19 +139,7 @@ class Trainer:
         self.on_epoch_end, self.on_checkpoint = on_epoch_end, on_checkpoint
         self.work = TrainingWork(Path(config.work_dir))
         self.run_dir = self.work.run(config.training_key)
-        cuda = torch.cuda.is_available()
-        self.accelerator = Accelerator(
-            mixed_precision=precision_for(self.settings.mixed_precision, "cuda" if cuda else "cpu"),
-            gradient_accumulation_steps=self.settings.gradient_accumulation_steps,
-            project_dir=str(self.run_dir),
-        )
-        self.device = self.accelerator.device
-        self.dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(
-            self.accelerator.mixed_precision, torch.float32
-        )
-        if cuda:
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
+        self.accelerator, self.device, self.dtype = _accelerator(self.settings, self.run_dir)
         dataset = read_dataset(extract_dataset(Path(config.dataset_zip), self.work.dataset))
         self.images, self.options = dataset.images, dataset.options
         self._log_buckets()
@@ -325,8 +330,8 @@ class Trainer:
         return unet, text_encoder, optimizer, scheduler
 
     def checkpoints(self) -> list[Path]:
-        root = self.run_dir / "checkpoints"
-        return sorted(root.glob("epoch-*")) if root.exists() else []
+        """Complete checkpoints of this run, oldest first (see checkpoints.py)."""
+        return complete_checkpoints(self.run_dir / "checkpoints")
 
     def _resume(self) -> tuple[int, int]:
         """(first epoch to train, optimizer steps done) from the newest checkpoint, if any."""
@@ -335,7 +340,7 @@ class Trainer:
             return 0, 0
         latest = checkpoints[-1]
         self.accelerator.load_state(str(latest))
-        state = json.loads((latest / "progress.json").read_text())
+        state = manifest_of(latest) or {}
         self.log(f"resumed from {latest.name}: epoch {state['epoch']}, step {state['global_step']}")
         return state["epoch"], state["global_step"]
 
@@ -466,11 +471,11 @@ class Trainer:
         s = self.settings
         self.log(f"epoch {done}/{s.epochs}: loss {loss:.4f}, step {self.global_step}")
         if done % s.save_every_n_epochs == 0 or done == s.epochs:
-            path = self.run_dir / "checkpoints" / f"epoch-{done:04d}"
-            self.accelerator.save_state(str(path))
-            (path / "progress.json").write_text(json.dumps({"epoch": done, "global_step": self.global_step}))
-            for old in self.checkpoints()[: -s.keep_last_checkpoints]:
-                shutil.rmtree(old, ignore_errors=True)
+            folder = self.run_dir / "checkpoints"
+            save_checkpoint(
+                folder, done, self.global_step, lambda path: self.accelerator.save_state(str(path))
+            )
+            remove_stale(folder, s.keep_last_checkpoints)
             if self.on_checkpoint:
                 self.on_checkpoint(self.run_dir)
             self.samples += self.render_samples(done)
