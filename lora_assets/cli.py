@@ -124,7 +124,9 @@ def subjects_sync(ctx: click.Context) -> None:
     """Register every subject folder as a partition in $DAGSTER_HOME's instance."""
     if not os.environ.get("DAGSTER_HOME"):
         raise click.UsageError("DAGSTER_HOME is not set: there is no instance to register subjects in")
-    names = _layout(ctx.obj["data_root"]).subject_names()
+    layout = _layout(ctx.obj["data_root"])
+    _warn_invalid_folders(layout)
+    names = layout.subject_names()
     added = register_subjects(names)
     click.echo(f"{len(names)} subject folders; registered {len(added)} new: {', '.join(added) or '-'}")
 
@@ -142,10 +144,18 @@ def subjects_list(ctx: click.Context) -> None:
 
         with dg.DagsterInstance.get() as instance:
             registered = set(instance.get_dynamic_partitions(SUBJECTS_PARTITION))
+    _warn_invalid_folders(layout)
     for name in layout.subject_names():
         photos = len(list_photo_files(layout.images_dir(name)))
         state = "" if registered is None else ("registered" if name in registered else "not registered")
         click.echo(f"{name}\t{photos} photos\t{state}".rstrip())
+
+
+def _warn_invalid_folders(layout: Any) -> None:
+    for folder in layout.invalid_subject_folders():
+        click.echo(
+            f"warning: {layout.subjects_dir / folder} is not a subject: {InvalidSubjectName.RULE}", err=True
+        )
 
 
 @main.group()

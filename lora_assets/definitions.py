@@ -15,6 +15,7 @@ from lora_assets.deployment import executor, training_launcher
 from lora_assets.jobs import observe_sources_job, raw_images_job, training_chain_job
 from lora_assets.layout import default_data_root
 from lora_assets.monitoring import lost_celery_workers
+from lora_assets.recovery import dead_runs_sensor, recovering
 from lora_assets.schedules import weekly_retrain
 from lora_assets.sensors import subject_folders_sensor
 from lora_assets.storage import DataRoot
@@ -41,12 +42,17 @@ def build_definitions(data_root: str | None = None) -> dg.Definitions:
         asset_checks=[lora_checks],
         jobs=[raw_images_job, observe_sources_job, training_chain_job],
         schedules=[weekly_retrain],
-        sensors=[subject_folders_sensor, automation_sensor, *([lost_celery_workers] if celery else [])],
+        sensors=[
+            subject_folders_sensor,
+            automation_sensor,
+            dead_runs_sensor,
+            *([lost_celery_workers] if celery else []),
+        ],
         resources={
             "data_root": DataRoot(path=root),
             "training_launcher": training_launcher(),
         },
-        executor=celery,
+        executor=recovering(celery or dg.multiprocess_executor),
     )
 
 

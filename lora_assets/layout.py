@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lora_assets.remote import RemoteRoot, is_url, local_root, storage_options
-from lora_assets.subjects import validate_subject_name
+from lora_assets.subjects import is_subject_name, validate_subject_name
 
 DATA_ROOT_ENV = "LORA_ASSETS_DATA_ROOT"
 DEFAULT_DATA_ROOT = "data"
@@ -76,16 +76,16 @@ class DataLayout:
 
     def subject_names(self) -> list[str]:
         """Folder names under `subjects/` that are valid subject names, sorted."""
+        return sorted(name for name in self._folders() if is_subject_name(name))
+
+    def invalid_subject_folders(self) -> list[str]:
+        """Folders under `subjects/` whose names cannot be subjects (reported, never used)."""
+        return sorted(name for name in self._folders() if not is_subject_name(name))
+
+    def _folders(self) -> list[str]:
         if not self.subjects_dir.is_dir():
             return []
-        names = []
-        for child in self.subjects_dir.iterdir():
-            if child.is_dir() and not child.name.startswith("."):
-                try:
-                    names.append(validate_subject_name(child.name))
-                except ValueError:
-                    continue
-        return sorted(names)
+        return [c.name for c in self.subjects_dir.iterdir() if c.is_dir() and not c.name.startswith(".")]
 
 
 @dataclass(frozen=True)
@@ -219,6 +219,19 @@ class SubjectFiles:
     @property
     def lora_file(self) -> Path:
         return self.layout.loras_dir(self.name) / f"{self.name}.safetensors"
+
+    def disk_bytes(self) -> int:
+        """What the subject costs on disk besides its photos: `work/<s>/` and `loras/<s>/`, each
+        file counted once however many hard links it has."""
+        seen: set[tuple[int, int]] = set()
+        total = 0
+        for folder in (self.layout.root / "work" / self.name, self.layout.loras_dir(self.name)):
+            for path in folder.rglob("*") if folder.is_dir() else []:
+                stat = path.lstat()
+                if path.is_file() and (stat.st_dev, stat.st_ino) not in seen:
+                    seen.add((stat.st_dev, stat.st_ino))
+                    total += stat.st_size
+        return total
 
     @property
     def training_log(self) -> Path:

@@ -26,8 +26,12 @@ class RecordStore:
         """A file-name-safe key from any JSON-able parts (image sha, settings, model id...)."""
         return stable_hash(list(parts))
 
-    def _path(self, key: str, suffix: str = ".json") -> Path:
+    def path_of(self, key: str, suffix: str = ".bin") -> Path:
+        """Where the record of `key` lives (it may not exist)."""
         return self.root / key[:2] / f"{key}{suffix}"
+
+    def _path(self, key: str, suffix: str = ".json") -> Path:
+        return self.path_of(key, suffix)
 
     def get_bytes(self, key: str, suffix: str = ".bin") -> bytes | None:
         """Raw bytes stored under `key` (arrays, thumbnails), or None."""

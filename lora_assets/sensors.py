@@ -13,7 +13,7 @@ from lora_assets.assets.sources import source_versions
 from lora_assets.partitions import SUBJECTS_PARTITION, subjects_partitions
 from lora_assets.settings import SettingsError
 from lora_assets.storage import DataRoot
-from lora_assets.subjects import list_photo_files
+from lora_assets.subjects import InvalidSubjectName, list_photo_files
 
 DATA_VERSION_TAG = "dagster/data_version"
 
@@ -37,6 +37,8 @@ def subject_folders_sensor(context: dg.SensorEvaluationContext, data_root: DataR
     seen: dict[str, dict[str, str]] = json.loads(context.cursor) if context.cursor else {}
     known = set(context.instance.get_dynamic_partitions(SUBJECTS_PARTITION))
     folders = layout.subject_names()
+    for folder in layout.invalid_subject_folders():
+        context.log.warning(f"subjects/{folder!r} is not a subject: {InvalidSubjectName.RULE}")
     names = [name for name in folders if list_photo_files(layout.images_dir(name))]
     new = [name for name in folders if name not in known]
     events: list[dg.AssetObservation] = []

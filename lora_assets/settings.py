@@ -17,16 +17,30 @@ from __future__ import annotations
 import tomllib
 import types
 import typing
+import unicodedata
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from lora_assets.digests import short_version, stable_hash, stable_json
 from lora_assets.models.references import CHECKPOINT_SUFFIXES
 from lora_assets.stages import STAGES
 
-Word = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^,\n\r\t]+$")]
+
+def _safe_word(value: str) -> str:
+    """A trigger or class token names the zip's folder (`10_ohwx man/`) and starts every caption:
+    no commas (caption parts), no path separators or `..` (the folder), no control characters."""
+    if any(unicodedata.category(c)[0] == "C" for c in value):
+        raise ValueError(f"must not contain control characters such as newlines or tabs (got {value!r})")
+    if "," in value or "/" in value or "\\" in value:
+        raise ValueError(f"must not contain commas or path separators (got {value!r})")
+    if ".." in value or value.strip() != value or not value.strip():
+        raise ValueError(f"must not contain '..' or start or end with spaces (got {value!r})")
+    return value
+
+
+Word = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_safe_word)]
 # Marks a field that changes how or when a stage runs, never what it produces (batch sizes,
 # compilation, automation): it is left out of the stage's settings version, so editing it reruns
 # nothing. `lora_assets_tests/test_settings_reach.py` proves each such field still takes effect.
@@ -78,6 +92,13 @@ class DedupSettings(StageSettings):
     not_duplicates: list[Annotated[list[str], Field(min_length=2)]] = Field(
         default_factory=list, description="groups of files that must never be grouped together"
     )
+
+    @model_validator(mode="after")
+    def _pins_consistent(self) -> DedupSettings:
+        both = sorted(set(self.keep) & set(self.drop))
+        if both:
+            raise ValueError(f"in both keep and drop: {', '.join(both)}")
+        return self
 
     @property
     def threshold(self) -> float:
@@ -166,6 +187,19 @@ class DatasetSettings(StageSettings):
     remote_uri: str | None = Field(
         None, description="also copy the zip here through fsspec (s3://..., gs://..., file://...)"
     )
+
+    @model_validator(mode="after")
+    def _buckets_consistent(self) -> DatasetSettings:
+        if not self.min_bucket_reso <= self.resolution <= self.max_bucket_reso:
+            raise ValueError(
+                f"need min_bucket_reso ({self.min_bucket_reso}) <= resolution ({self.resolution}) "
+                f"<= max_bucket_reso ({self.max_bucket_reso})"
+            )
+        if self.bucket_reso_steps % 8:
+            raise ValueError(
+                f"bucket_reso_steps ({self.bucket_reso_steps}) must be a multiple of 8 (latent size)"
+            )
+        return self
 
 
 class TrainingSettings(StageSettings):

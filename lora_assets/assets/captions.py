@@ -55,7 +55,8 @@ def captions(run: SubjectRun) -> dg.MaterializeResult:
         )
         for row in filtered.itertuples()
     ]
-    overrides = {**read_sidecars(files.photos, [item.path for item in items]), **settings.overrides}
+    sidecars = read_sidecars(files.photos, [item.path for item in items], run.log.warning)
+    overrides = {**sidecars, **settings.overrides}
     unknown = sorted(set(settings.overrides) - {item.path for item in items})
     for path in unknown:
         run.log.warning(

@@ -15,8 +15,9 @@ from lora_assets.deployment import GPU_STEP_TAGS, TrainingLauncher
 from lora_assets.digests import sha256_file, short_version, stable_hash
 from lora_assets.images.contact_sheet import markdown_image
 from lora_assets.layout import SubjectFiles
-from lora_assets.models.references import resolve_model
+from lora_assets.models.references import require_available, resolve_model
 from lora_assets.partitions import subjects_partitions
+from lora_assets.recovery import stop_with_run
 from lora_assets.storage import DataRoot
 from lora_assets.training.base_model import model_identity
 from lora_assets.training.config import ModelFiles, SyncSpec, TrainConfig
@@ -138,6 +139,7 @@ def result_metadata(files: SubjectFiles, cache_hit: bool) -> dict[str, Any]:
         "peak_memory_mb": round(log["peak_memory_bytes"] / 2**20, 1),
         "final_loss": log["final_loss"],
         "device": log["device"],
+        "subject_disk_mb": round(files.disk_bytes() / 1e6, 1),
         **({} if cache_hit else {name: log[name] for name in RUN_COUNTERS}),
     }
     if log["losses"]:
@@ -183,9 +185,12 @@ def train_or_reuse(
             metadata=result_metadata(files, True),
         )
     files.lora_file.parent.mkdir(parents=True, exist_ok=True)
+    revision = run.settings.training.revision
+    require_available(models.base_model, revision, "model_index.json", "[training] base_model")
     config = json.loads(train_config(run, models, key).to_json())
     try:
-        reported = launcher.run(context, {"config": config}).get_materialize_result()
+        with stop_with_run(context):
+            reported = launcher.run(context, {"config": config}).get_materialize_result()
     except Exception:  # re-raised; Dagster's Pipes error class is not public
         if run.remote:  # its messages may have been lost with the store: name the store if so
             run.remote.check()

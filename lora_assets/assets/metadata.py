@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import pandas as pd
 
+from lora_assets.display import shown
+
 
 def markdown_table(frame: pd.DataFrame, columns: list[str], limit: int = 50) -> str:
     """A small markdown table (first `limit` rows) for asset metadata."""
     if frame.empty:
         return "_none_"
-    shown = frame[columns].head(limit)
+    rows = frame[columns].head(limit)
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for row in shown.itertuples(index=False):
-        cells = [str(value).replace("|", "\\|").replace("\n", " ") for value in row]
+    for row in rows.itertuples(index=False):
+        cells = [shown(str(value)).replace("|", "\\|") for value in row]
         lines.append("| " + " | ".join(cells) + " |")
     if len(frame) > limit:
         lines.append(f"\n… and {len(frame) - limit} more")

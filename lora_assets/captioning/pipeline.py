@@ -11,6 +11,7 @@ import pandas as pd
 
 from lora_assets.captioning.blip import GENERATION_FIELDS, BlipCaptioner
 from lora_assets.captioning.text import assemble, clean_generated, word_count
+from lora_assets.models.references import require_available
 from lora_assets.record_store import RecordStore
 from lora_assets.settings import CaptionSettings
 
@@ -33,13 +34,35 @@ class CaptionItem:
     flags: tuple[str, ...] = ()
 
 
-def read_sidecars(images_dir: Path, paths: Sequence[str]) -> dict[str, str]:
+class CaptionFileError(ValueError):
+    """A caption file that cannot be read as text; names the file and the offending byte."""
+
+
+def read_caption_file(path: Path, warn: Callable[[str], None]) -> str:
+    """A caption file's text. UTF-8 (with or without BOM) is expected; a file saved by an older
+    Windows editor (Windows-1252) is read as such with a warning; anything else is an error."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig").strip()
+    except UnicodeDecodeError as exc:
+        where = f"byte 0x{data[exc.start]:02x} at offset {exc.start}"
+        try:
+            text = data.decode("cp1252")
+        except UnicodeDecodeError:
+            raise CaptionFileError(
+                f"{path}: not text in UTF-8 or Windows-1252 ({where}): save it as UTF-8"
+            ) from None
+        warn(f"{path}: not UTF-8 ({where}); read as Windows-1252. Save it as UTF-8 to be sure of the text")
+        return text.strip()
+
+
+def read_sidecars(images_dir: Path, paths: Sequence[str], warn: Callable[[str], None]) -> dict[str, str]:
     """`<photo stem>.txt` next to each photo: the user's own caption, which always wins."""
     found = {}
     for path in paths:
         sidecar = (images_dir / path).with_suffix(SIDE_CAR)
         if sidecar.is_file():
-            found[path] = sidecar.read_text(encoding="utf-8").strip()
+            found[path] = read_caption_file(sidecar, warn)
     return found
 
 
@@ -137,6 +160,7 @@ class Captioner:
 
     def _generate(self, items: Sequence[CaptionItem]) -> tuple[dict[str, str], int]:
         """BLIP bodies by sha256 (cached as they are made) and the batch size used."""
+        require_available(self.model_reference, self.settings.revision, "config.json", "[captions] model_id")
         captioner = self.load_blip(self.model_reference, self.settings.revision)
         s = self.settings
         raw = captioner.caption_files([item.copy_path for item in items], s, self.max_pixels, self.progress)

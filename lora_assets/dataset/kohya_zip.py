@@ -156,8 +156,12 @@ def build_zip(
         ("metadata.jsonl", ("\n".join(metadata_lines) + "\n").encode("utf-8"), zipfile.ZIP_DEFLATED)
     )
     entries.sort(key=lambda entry: entry[0])
+    for name, _, _ in entries:
+        check_entry_name(name)
 
     target.parent.mkdir(parents=True, exist_ok=True)
+    for stale in target.parent.glob(f".{target.name}.*.partial"):  # left by a killed write
+        stale.unlink(missing_ok=True)
     fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
     os.close(fd)
     try:
@@ -178,6 +182,18 @@ def build_zip(
         Path(temporary).unlink(missing_ok=True)
         raise
     return digest
+
+
+def check_entry_name(name: str) -> None:
+    """A zip entry must stay inside the folder it is extracted into, whatever the input."""
+    parts = name.split("/")
+    if (
+        name.startswith("/")
+        or "\\" in name
+        or any(p in ("", ".", "..") for p in parts)
+        or not name.isprintable()
+    ):
+        raise DatasetError(f"unsafe zip entry name {name!r}")
 
 
 def verify_zip(path: Path) -> dict[str, str]:

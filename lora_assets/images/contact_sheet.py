@@ -10,6 +10,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
+from lora_assets.display import shown
+
 MARK_COLOURS = {"kept": (46, 160, 67), "dropped": (207, 34, 46), "similar": (191, 135, 0)}
 
 
@@ -44,9 +46,8 @@ def contact_sheet(tiles: Sequence[Tile], tile_side: int = 128, columns: int = 6)
             draw.rectangle(
                 [x - 2, y - 2, x + tile_side + 1, y + tile_side + 1], outline=MARK_COLOURS[tile.mark], width=3
             )
-        draw.text(
-            (x, y + tile_side + 1), _fit(tile.label, tile_side, font, draw), fill=(230, 230, 230), font=font
-        )
+        label = _fit(shown(tile.label), tile_side, font, draw)
+        draw.text((x, y + tile_side + 1), label, fill=(230, 230, 230), font=font)
     return sheet
 
 

@@ -11,7 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pillow_heif
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+
+pillow_heif.register_heif_opener()  # HEIC/HEIF photos (phones) open like any other format
 
 # Modes we can turn into 8-bit RGB faithfully. "F" (float) and exotic modes have no agreed scale.
 SUPPORTED_MODES = frozenset(

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import shutil
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -22,7 +24,7 @@ from lora_assets.digests import hash_lines, short_version
 from lora_assets.images.quality import QUALITY_VERSION, QualityMeasures, measure_quality, quality_flags
 from lora_assets.images.training_copy import COPY_VERSION, copy_name, make_training_copy
 from lora_assets.images.workers import ImageWorkers, Photo
-from lora_assets.record_store import RecordStore, write_atomic
+from lora_assets.record_store import RecordStore
 from lora_assets.settings import FilterSettings
 
 REJECTED_COLUMNS = ["path", "sha256", "reason"]
@@ -43,9 +45,9 @@ def rejection_reason(width: int, height: int, effective_mp: float, settings: Fil
 
 @dataclass(frozen=True)
 class CopyRecord:
-    """A training copy's bytes and what was measured on it."""
+    """A training copy (its file in the copy cache) and what was measured on it."""
 
-    data: bytes
+    file: Path
     extension: str
     width: int
     height: int
@@ -107,9 +109,7 @@ class TrainingSetFilter:
             _table_row(row, effective, record, image_flags)
             for (row, effective), record, image_flags in zip(accepted, records, flags, strict=True)
         ]
-        publish_copies(
-            copies_dir, {row["file_name"]: record.data for row, record in zip(rows, records, strict=True)}
-        )
+        publish_copies(copies_dir, {row["file_name"]: r.file for row, r in zip(rows, records, strict=True)})
         table = pd.DataFrame(rows).sort_values("file_name").reset_index(drop=True) if rows else pd.DataFrame()
         return FilterResult(
             table=table,
@@ -138,9 +138,9 @@ class TrainingSetFilter:
             "copy", COPY_VERSION, QUALITY_VERSION, row.sha256, s.max_side, s.jpeg_quality
         )
         record = self.copy_cache.get(key)
-        data = self.copy_cache.get_bytes(key, ".img") if record else None
-        if record and data:
-            return CopyRecord(data=data, cached=True, **record)
+        file = self.copy_cache.path_of(key, ".img")
+        if record and file.is_file():
+            return CopyRecord(file=file, cached=True, **record)
         copy = make_training_copy(source, self.max_pixels, s.max_side, s.jpeg_quality)
         jpeg_quality = None if pd.isna(row.jpeg_quality) else int(row.jpeg_quality)
         with Image.open(io.BytesIO(copy.data)) as image:
@@ -155,7 +155,7 @@ class TrainingSetFilter:
         }
         self.copy_cache.put_bytes(key, copy.data, ".img")
         self.copy_cache.put(key, record)
-        return CopyRecord(data=copy.data, cached=False, **record)
+        return CopyRecord(file=file, cached=False, **record)
 
 
 def _table_row(row: Any, effective_mp: float, record: CopyRecord, flags: list[str]) -> dict[str, Any]:
@@ -172,19 +172,27 @@ def _table_row(row: Any, effective_mp: float, record: CopyRecord, flags: list[st
         "flags": flags,
         "notes": record.notes,
         "source_bytes": int(row.file_size),
-        "copy_bytes": len(record.data),
+        "copy_bytes": record.file.stat().st_size,
         **{f"q_{k}": v for k, v in record.measures.items() if k != "effective_mp"},
     }
 
 
-def publish_copies(folder: Path, copies: dict[str, bytes]) -> None:
-    """Make `folder` hold exactly `copies` (name -> bytes): missing or resized files are written
-    atomically, files not in `copies` are removed."""
+def publish_copies(folder: Path, copies: dict[str, Path]) -> None:
+    """Make `folder` hold exactly `copies` (name -> file in the copy cache), as hard links to
+    those files (one copy of each image on disk; a copy where links are impossible); files not
+    in `copies` are removed."""
     folder.mkdir(parents=True, exist_ok=True)
-    for name, data in copies.items():
+    for name, source in copies.items():
         target = folder / name
-        if not target.exists() or target.stat().st_size != len(data):
-            write_atomic(target, data)
+        if target.exists() and os.path.samefile(target, source):
+            continue
+        temporary = folder / f".{name}.{os.getpid()}.tmp"
+        temporary.unlink(missing_ok=True)
+        try:
+            os.link(source, temporary)
+        except OSError:
+            shutil.copyfile(source, temporary)
+        os.replace(temporary, target)
     for stale in folder.iterdir():
         if stale.name not in copies:
             stale.unlink()

@@ -28,7 +28,7 @@ from lora_assets.images.decode import (
 )
 from lora_assets.images.jpeg_quality import estimate_jpeg_quality
 from lora_assets.record_store import RecordStore, write_atomic
-from lora_assets.subjects import PhotoFile, list_photo_files
+from lora_assets.subjects import IMAGE_EXTENSIONS, PhotoFile, list_other_files, list_photo_files
 
 # Bump when what is measured changes: cached measurements are then recomputed.
 MEASUREMENT_VERSION = 1
@@ -91,7 +91,7 @@ class PhotoInventory:
                     progress(len(rows), len(files))
         write_atomic(self._index_path, json.dumps(new_index, sort_keys=True).encode("utf-8"))
         accepted = [r for r in rows if r["ok"]]
-        rejected = [r for r in rows if not r["ok"]]
+        rejected = [r for r in rows if not r["ok"]] + [_not_a_photo(f) for f in list_other_files(images_dir)]
         manifest = pd.DataFrame(accepted, columns=MANIFEST_COLUMNS)
         manifest = manifest.astype({"width": "int64", "height": "int64", "file_size": "int64"})
         manifest["jpeg_quality"] = manifest["jpeg_quality"].astype("Int64")
@@ -162,6 +162,18 @@ class PhotoInventory:
 def thumbnail_path(cache_dir: Path, sha256: str) -> Path:
     """The thumbnail of a measured photo under an inventory cache folder (for contact sheets)."""
     return cache_dir / "thumbs" / sha256[:2] / f"{sha256}.jpg"
+
+
+def _not_a_photo(file: PhotoFile) -> dict[str, Any]:
+    """The rejection row of a file that is not a photo (so every file is accounted for)."""
+    name = file.relpath.rsplit("/", 1)[-1]
+    if name.startswith("."):
+        reason, detail = "hidden file", "files whose name starts with '.' are not read"
+    else:
+        suffix = Path(name).suffix.lower() or "(no extension)"
+        reason = "not a photo"
+        detail = f"{suffix} is not a photo type; supported: {', '.join(sorted(IMAGE_EXTENSIONS))}"
+    return {"path": file.relpath, "sha256": None, "reason": reason, "detail": detail, "file_size": file.size}
 
 
 def _stamp(photo: PhotoFile) -> str:

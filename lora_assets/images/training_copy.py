@@ -16,10 +16,23 @@ from PIL import Image, ImageCms, ImageOps
 
 from lora_assets.images.decode import decode_fully, exif_orientation, has_alpha, open_checked, to_rgb
 
-COPY_VERSION = 1
+COPY_VERSION = 2
 LOSSLESS_FORMATS = frozenset({"PNG", "TIFF", "BMP"})
 _SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
-_SRGB_BYTES = _SRGB.tobytes()
+# LittleCMS stamps a new profile with the time it was made (header bytes 24-35): a fixed date
+# makes the embedded profile, hence every copy and the zip, the same bytes on every machine.
+_PROFILE_DATE = slice(24, 36)
+
+
+def _undated(profile: bytes) -> bytes:
+    return (
+        profile[: _PROFILE_DATE.start]
+        + bytes(_PROFILE_DATE.stop - _PROFILE_DATE.start)
+        + profile[_PROFILE_DATE.stop :]
+    )
+
+
+_SRGB_BYTES = _undated(_SRGB.tobytes())
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ class TrainImage:
     repeats: int
     folder: str
     bucket: Bucket
+    size: tuple[int, int]  # (width, height) of the image as stored in the zip
 
 
 def extract_dataset(zip_path: Path, target: Path) -> Path:
@@ -109,6 +110,7 @@ def read_dataset(folder: Path) -> Dataset:
                     repeats=repeats,
                     folder=subset.name,
                     bucket=bucket,
+                    size=(width, height),
                 )
             )
     if not images:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -105,16 +104,3 @@ def safetensors_hashes(tensors: Mapping[str, Any], metadata: Mapping[str, str]) 
     model_hash = hashlib.sha256(data[8 + header :]).hexdigest()
     legacy = hashlib.sha256(io.BytesIO(data).getbuffer()[0x100000:0x110000]).hexdigest()[:8]
     return model_hash, legacy
-
-
-def tag_frequency(captions: Mapping[str, list[str]]) -> str:
-    """`ss_tag_frequency`: {dataset folder: {tag: count}} over comma-separated caption parts."""
-    frequency: dict[str, dict[str, int]] = {}
-    for folder, texts in captions.items():
-        counts: dict[str, int] = {}
-        for text in texts:
-            for tag in (part.strip() for part in text.split(",")):
-                if tag:
-                    counts[tag] = counts.get(tag, 0) + 1
-        frequency[folder] = counts
-    return json.dumps(frequency, ensure_ascii=False, sort_keys=True)

@@ -18,6 +18,7 @@ import math
 import os
 import random
 import resource
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -70,6 +71,9 @@ class TrainResult:
     training_key: str = ""
     epoch_seconds: list[float] = field(default_factory=list)
     steady_images_per_second: float = 0.0  # from the second epoch on (no warm-up, no compilation)
+    optimizer: str = ""  # the class used, module path and name (sd-scripts' ss_optimizer)
+    batches_per_epoch: int = 0
+    planned_steps: int = 0
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, indent=1)
@@ -153,6 +157,11 @@ class Trainer:
         self.base.text_encoder.to(self.device, dtype=torch.float32 if self.train_te else self.dtype)
         self.embeddings, self.text_encoded = self._cached_text() if self.frozen_text else ({}, 0)
         self.groups = self._add_network()
+        self.batches_per_epoch = len(
+            epoch_batches(self.images, self.settings.batch_size, self.settings.seed, 0)
+        )
+        updates = math.ceil(self.batches_per_epoch / self.settings.gradient_accumulation_steps)
+        self.planned_steps = updates * self.settings.epochs
         optimizer = self._optimizer()
         self.unet, self.text_encoder, self.optimizer, self.scheduler = self._prepare(
             optimizer, self._scheduler(optimizer)
@@ -277,13 +286,11 @@ class Trainer:
         from diffusers.optimization import get_scheduler
 
         s = self.settings
-        batches_per_epoch = len(epoch_batches(self.images, s.batch_size, s.seed, 0))
-        updates_per_epoch = math.ceil(batches_per_epoch / s.gradient_accumulation_steps)
         return get_scheduler(
             s.lr_scheduler,
             optimizer,
             num_warmup_steps=s.lr_warmup_steps,
-            num_training_steps=updates_per_epoch * s.epochs,
+            num_training_steps=self.planned_steps,
         )
 
     def _prepare(self, optimizer: Any, scheduler: Any) -> tuple[Any, Any, Any, Any]:
@@ -551,6 +558,9 @@ class Trainer:
             training_key=self.config.training_key,
             epoch_seconds=[round(s, 4) for s in self.epoch_seconds],
             steady_images_per_second=_steady_rate(sum(i.repeats for i in self.images), self.epoch_seconds),
+            optimizer=_class_path(type(getattr(self.optimizer, "optimizer", self.optimizer))),
+            batches_per_epoch=self.batches_per_epoch,
+            planned_steps=self.planned_steps,
         )
         unwrap = self.accelerator.unwrap_model
         export_kohya(
@@ -563,6 +573,8 @@ class Trainer:
             self.base.identity,
         )
         Path(self.config.log_file).write_text(result.to_json())
+        # The unzipped images were only needed for the latents (cached): the zip keeps them.
+        shutil.rmtree(self.work.dataset, ignore_errors=True)
         return result
 
 
@@ -593,6 +605,11 @@ def _steady_rate(images_per_epoch: int, epoch_seconds: list[float]) -> float:
     """Images/s over the epochs after the first (which pays for warm-up and compilation)."""
     steady = epoch_seconds[1:] or epoch_seconds
     return round(images_per_epoch * len(steady) / sum(steady), 3) if steady and sum(steady) > 0 else 0.0
+
+
+def _class_path(cls: type) -> str:
+    """`torch.optim.adamw.AdamW`: how sd-scripts names the optimizer it used."""
+    return f"{cls.__module__}.{cls.__name__}"
 
 
 def _rss_bytes() -> int:

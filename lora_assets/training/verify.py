@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lora_assets.training.export import ARCHITECTURE, REQUIRED_METADATA
+from lora_assets.training.export import REQUIRED_METADATA
+from lora_assets.training.kohya_metadata import ARCHITECTURE
 
 KEY = re.compile(r"^(lora_unet|lora_te)_[A-Za-z0-9_]+\.(lora_down\.weight|lora_up\.weight|alpha)$")
 PARTS = ("lora_down.weight", "lora_up.weight", "alpha")

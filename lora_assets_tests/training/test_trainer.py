@@ -220,3 +220,33 @@ def test_single_file_base_model_and_training_options(tmp_path, dataset, tiny_sd)
     )
     assert shuffled.text_encoded == 0  # captions change every step: nothing to cache
     assert re.match(r"^[0-9a-f]{64}$", read(Path(shuffled.output_file))[1]["sshs_model_hash"])
+
+
+def test_the_diffusers_copy_names_text_model_and_loads_like_the_kohya_file(tmp_path, dataset, tiny_sd):
+    from diffusers import StableDiffusionPipeline
+
+    result = train(config(tmp_path, dataset, tiny_sd, export_diffusers=True, sample_prompts=[]))
+    folder = Path(result.output_file).with_name("x-diffusers")
+    keys = list(load_file(folder / "pytorch_lora_weights.safetensors"))
+    te_keys = [k for k in keys if k.startswith("text_encoder.")]
+    assert te_keys and all(k.startswith("text_encoder.text_model.") for k in te_keys)
+
+    def pipeline():
+        base = load_base_model(str(tiny_sd))
+        return StableDiffusionPipeline(
+            vae=base.vae, text_encoder=base.text_encoder, tokenizer=base.tokenizer, unet=base.unet,
+            scheduler=base.noise_scheduler, safety_checker=None, feature_extractor=None,
+            requires_safety_checker=False,
+        )  # fmt: skip
+
+    copy, kohya = pipeline(), pipeline()
+    copy.load_lora_weights(str(folder))
+    kohya.load_lora_weights(str(Path(result.output_file).parent), weight_name="x.safetensors")
+    ids = kohya.tokenizer(["ohwx man"], padding="max_length", max_length=77, return_tensors="pt").input_ids
+    sample, step = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(3)), torch.tensor([400])
+    with torch.no_grad():
+        states = kohya.text_encoder(ids)[0]
+        assert (copy.text_encoder(ids)[0] - states).abs().max() == 0
+        assert (
+            copy.unet(sample, step, states).sample - kohya.unet(sample, step, states).sample
+        ).abs().max() < 1e-6
