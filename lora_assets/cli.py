@@ -153,9 +153,7 @@ def subjects_list(ctx: click.Context) -> None:
 
 def _warn_invalid_folders(layout: Any) -> None:
     for folder in layout.invalid_subject_folders():
-        click.echo(
-            f"warning: {layout.subjects_dir / folder} is not a subject: {InvalidSubjectName.RULE}", err=True
-        )
+        click.echo(f"warning: subjects/{folder!r} is not a subject: {InvalidSubjectName.RULE}", err=True)
 
 
 @main.group()

@@ -22,7 +22,7 @@ from typing import Any
 import dagster as dg
 
 ORCHESTRATOR_TAG = "lora_assets/orchestrator"
-WATCH_SECONDS = 5.0
+WATCH_SECONDS = 2.0
 ACTIVE = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
 
 
@@ -122,7 +122,8 @@ def stop_with_run(context: dg.AssetExecutionContext) -> Iterator[None]:
     failed, cancelled) or its orchestrator on this host died: the training process, started
     with a parent-death signal, goes with it."""
     instance, run_id = context.instance, context.run_id
-    orchestrator = (context.run.tags or {}).get(ORCHESTRATOR_TAG, "")
+    stored = instance.get_run_by_id(run_id)  # the step's copy of the run predates the tag
+    orchestrator = (stored.tags if stored else {}).get(ORCHESTRATOR_TAG, "")
     done = threading.Event()
 
     def watch() -> None:
