@@ -231,8 +231,9 @@ class TrainingSettings(StageSettings):
     epochs: int = Field(10, ge=1, description="passes over (images x repeats)")
     batch_size: int = Field(6, ge=1, description="images per step (drawn within one bucket)")
     gradient_accumulation_steps: int = Field(1, ge=1, description="batches per optimizer step")
-    mixed_precision: Literal["no", "fp16", "bf16"] = Field(
-        "fp16", description="used on CUDA only; CPU trains in fp32"
+    mixed_precision: Literal["auto", "no", "fp16", "bf16"] = Field(
+        "auto",
+        description="used on CUDA only (CPU trains in fp32); auto: bf16 where the card has it, else fp16",
     )
     seed: int = Field(42, ge=0, description="seed of the whole run (recorded in the LoRA)")
     clip_skip: int = Field(1, ge=1, le=12, description="use the N-th last text-encoder layer")
@@ -260,9 +261,11 @@ class TrainingSettings(StageSettings):
         description="prompts rendered after each saved epoch ({trigger}/{class_token} filled in)",
     )
     sample_steps: int = Field(20, ge=1, description="inference steps of sample images")
-    compile_unet: bool = Field(
-        False,
-        description="torch.compile the UNet on CUDA (minutes to compile per bucket shape; cached)",
+    compile_unet: bool | Literal["auto", "regional"] = Field(
+        "auto",
+        description="torch.compile on CUDA: true (whole UNet, minutes per bucket shape), 'regional' (its "
+        "repeated transformer block, compiled once and reused), 'auto' (regional when the run is long "
+        "enough to earn it back), false",
         json_schema_extra=UNVERSIONED,
     )
     compile_mode: Literal["default", "reduce-overhead", "max-autotune-no-cudagraphs"] = Field(

@@ -47,7 +47,8 @@ from lora_assets.settings import (
 )
 from lora_assets.stages import PIPELINE, STAGES
 from lora_assets.storage import DataRoot
-from lora_assets.training.trainer import Trainer, compile_mode_for, optimizer_for, precision_for
+from lora_assets.training.speed import compile_plan, optimizer_for, precision_for
+from lora_assets.training.trainer import Trainer
 from lora_assets_tests import photo_factory as pf
 from lora_assets_tests.conftest import sample_photo
 
@@ -301,8 +302,8 @@ def run_training(run: SubjectRun) -> dict[str, Any]:
         "checkpoints": len(trainer.checkpoints()),
         "automation": subject_training_mode(run.layout, run.subject, "cron"),
         "cuda": {
-            "compile": compile_mode_for(s.compile_unet, s.compile_mode, "cuda"),
-            "precision": precision_for(s.mixed_precision, "cuda"),
+            "compile": compile_plan(s.compile_unet, s.compile_mode, "cuda", planned_steps=1000),
+            "precision": precision_for(s.mixed_precision, "cuda", bf16_supported=False),
             "optimizer": optimizer_for(s.optimizer, "cuda"),
         },
     }

@@ -153,7 +153,7 @@ def optimisation_values(s: TrainingSettings, result: TrainResult) -> dict[str, A
         "ss_max_train_steps": result.planned_steps,
         "ss_gradient_accumulation_steps": s.gradient_accumulation_steps,
         "ss_gradient_checkpointing": s.gradient_checkpointing,
-        "ss_mixed_precision": s.mixed_precision,
+        "ss_mixed_precision": result.precision,
         "lora_assets_device": result.device,
         "ss_seed": s.seed,
         "ss_clip_skip": s.clip_skip,

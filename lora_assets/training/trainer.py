@@ -42,6 +42,7 @@ from lora_assets.training.data import (
 )
 from lora_assets.training.export import export_kohya
 from lora_assets.training.network import adapter_state_dict, add_adapters, load_adapter_state_dict
+from lora_assets.training.speed import compile_plan, compiled, optimizer_for, precision_for
 from lora_assets.training.tensor_cache import TensorCache
 
 TRAINER_VERSION = 1
@@ -72,26 +73,12 @@ class TrainResult:
     epoch_seconds: list[float] = field(default_factory=list)
     steady_images_per_second: float = 0.0  # from the second epoch on (no warm-up, no compilation)
     optimizer: str = ""  # the class used, module path and name (sd-scripts' ss_optimizer)
+    precision: str = "no"  # the autocast precision used: no, fp16 or bf16
     batches_per_epoch: int = 0
     planned_steps: int = 0
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, indent=1)
-
-
-def compile_mode_for(compile_unet: bool, mode: str, device_type: str) -> str | None:
-    """The `torch.compile` mode for the UNet, or None: compiling pays only on CUDA."""
-    return mode if compile_unet and device_type == "cuda" else None
-
-
-def precision_for(mixed_precision: str, device_type: str) -> str:
-    """Mixed precision on CUDA; a CPU trains in fp32 ("no")."""
-    return mixed_precision if device_type == "cuda" else "no"
-
-
-def optimizer_for(optimizer: str, device_type: str) -> str:
-    """AdamW8bit (bitsandbytes) runs on CUDA only; elsewhere AdamW."""
-    return optimizer if device_type == "cuda" else "AdamW"
 
 
 def _accelerator(settings: Any, project_dir: Path) -> tuple[Any, Any, Any]:
@@ -100,8 +87,9 @@ def _accelerator(settings: Any, project_dir: Path) -> tuple[Any, Any, Any]:
     from accelerate import Accelerator
 
     cuda = torch.cuda.is_available()
+    bf16 = cuda and torch.cuda.is_bf16_supported()
     accelerator = Accelerator(
-        mixed_precision=precision_for(settings.mixed_precision, "cuda" if cuda else "cpu"),
+        mixed_precision=precision_for(settings.mixed_precision, "cuda" if cuda else "cpu", bf16),
         gradient_accumulation_steps=settings.gradient_accumulation_steps,
         project_dir=str(project_dir),
     )
@@ -167,8 +155,8 @@ class Trainer:
             optimizer, self._scheduler(optimizer)
         )
         self.start_epoch, self.global_step = self._resume()
-        self.compile_mode = compile_mode_for(
-            self.settings.compile_unet, self.settings.compile_mode, self.device.type
+        self.compile = compile_plan(
+            self.settings.compile_unet, self.settings.compile_mode, self.device.type, self.planned_steps
         )
         self.forward = self._compiled_unet()
         # Everything a step reads lives on the device already: no host-to-device copy in the loop.
@@ -352,13 +340,11 @@ class Trainer:
         return state["epoch"], state["global_step"]
 
     def _compiled_unet(self) -> Any:
-        import torch
-
-        if self.compile_mode is None:
-            return self.unet
-        # Inductor's caches make a second compilation of the same UNet take seconds, not minutes.
-        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(self.work.inductor))
-        return torch.compile(self.unet, mode=self.compile_mode)
+        """The UNet as the step calls it: compiled whole, compiled block by block, or as it is."""
+        if self.compile is not None:
+            # Inductor's caches make a second compilation of the same UNet take seconds, not minutes.
+            os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(self.work.inductor))
+        return compiled(self.unet, self.compile, self.accelerator.unwrap_model(self.unet))
 
     # -- text ----------------------------------------------------------------------------------
     def tokenize(self, captions: list[str]) -> Any:
@@ -425,7 +411,7 @@ class Trainer:
         from diffusers.training_utils import compute_snr
 
         s, device, dtype, noise_scheduler = self.settings, self.device, self.dtype, self.base.noise_scheduler
-        if self.compile_mode == "reduce-overhead":
+        if self.compile is not None and self.compile.cuda_graphs:
             torch.compiler.cudagraph_mark_step_begin()  # last step's graph outputs may be reused
         generator = _step_generator(s.seed, epoch, index, device)
         flips = [
@@ -560,6 +546,7 @@ class Trainer:
             steady_images_per_second=_steady_rate(sum(i.repeats for i in self.images), self.epoch_seconds),
             optimizer=_class_path(type(getattr(self.optimizer, "optimizer", self.optimizer))),
             batches_per_epoch=self.batches_per_epoch,
+            precision=self.accelerator.mixed_precision,
             planned_steps=self.planned_steps,
         )
         unwrap = self.accelerator.unwrap_model
