@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import tomli_w
 
+from lora_assets import crash
 from lora_assets.digests import sha256_file
 
 if TYPE_CHECKING:
@@ -166,7 +167,9 @@ def build_zip(
     os.close(fd)
     try:
         with zipfile.ZipFile(temporary, "w") as archive:
-            for name, data, compression in entries:
+            for index, (name, data, compression) in enumerate(entries):
+                if index == len(entries) // 2:
+                    crash.moment("zip-write")  # half the entries written: the fault suite kills here
                 info = zipfile.ZipInfo(name, date_time=FIXED_TIME)
                 info.external_attr = 0o100644 << 16
                 info.create_system = 3

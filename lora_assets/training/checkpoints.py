@@ -17,6 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from lora_assets import crash
+
 MANIFEST = "progress.json"
 PARTIAL = ".partial-"
 
@@ -27,6 +29,7 @@ def save_checkpoint(folder: Path, epoch: int, global_step: int, save: Callable[[
     final = folder / f"epoch-{epoch:04d}"
     temporary = folder / f".epoch-{epoch:04d}{PARTIAL}{uuid.uuid4().hex[:8]}"
     save(temporary)
+    crash.moment("checkpoint-save")  # state written, manifest not yet: the fault suite kills here
     files = {
         p.relative_to(temporary).as_posix(): p.stat().st_size for p in temporary.rglob("*") if p.is_file()
     }
