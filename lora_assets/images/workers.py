@@ -110,8 +110,11 @@ class ImageWorkers:
         process such as a Celery prefork child, where decoding and numpy still release the GIL)."""
         if self.workers == 1 or multiprocessing.current_process().daemon:
             return ThreadPoolExecutor(max_workers=self.workers)
-        methods = multiprocessing.get_all_start_methods()
-        context = multiprocessing.get_context("fork" if "fork" in methods else None)
+        # Not fork: the step's process has threads (Dagster's, an S3 client's event loop, OpenMP's)
+        # and a child forked while one holds a lock can hang for good. A fork server starts clean
+        # once, with this module imported, and forks each worker from itself.
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload([__name__])
         return ProcessPoolExecutor(max_workers=self.workers, mp_context=context, initializer=_one_thread)
 
     def _map(self, pool: Executor, job: Callable[[T], R], items: list[T], stage: str) -> list[R]:
