@@ -26,6 +26,14 @@ def run_of(cluster: Cluster, subject: str, select: str) -> tuple[int, str]:
     return process.returncode, output
 
 
+def succeeds(cluster: Cluster, subject: str, select: str) -> None:
+    """The run completes; if not, the failure shows the run's own last lines and events."""
+    code, output = run_of(cluster, subject, select)
+    if code != 0:
+        failures = latest_run_failures(subject)
+        raise AssertionError(f"{select} of {subject} failed ({code}):\n{output[-4000:]}\n{failures}")
+
+
 def wait_for(condition, timeout: float, what: str, every: float = 0.2) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -49,6 +57,18 @@ def latest_run(subject: str) -> dg.DagsterRun:
         return instance.get_run_records(dg.RunsFilter(tags={"dagster/partition": subject}), limit=1)[
             0
         ].dagster_run
+
+
+def latest_run_failures(subject: str) -> str:
+    """The step failures of the subject's latest run, with their errors."""
+    with dg.DagsterInstance.get() as instance:
+        run = latest_run(subject)
+        events = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
+        return "\n".join(
+            f"{e.step_key}: {e.dagster_event.event_specific_data.error.to_string()}"  # type: ignore[union-attr]
+            for e in events
+            if e.dagster_event
+        )
 
 
 def metadata(subject: str, asset: str) -> dict:
@@ -90,7 +110,7 @@ def test_s3_killed_during_the_zip_upload(cluster, slow_cpu_host, tmp_path, tiny_
     with cluster_env(cluster):
         upload_subject(cluster, "zipfault", photos, tiny_settings(tiny_blip, tiny_sd), tmp_path)
         cluster.register()
-        assert run_of(cluster, "zipfault", UP_TO_CAPTIONS)[0] == 0
+        succeeds(cluster, "zipfault", UP_TO_CAPTIONS)
         slow_cpu_host.shape("2mbit")
         failed = kill_s3_during(cluster, "zipfault", "dataset_zip", after=3.0)
         output = failed.communicate(timeout=600)[0].decode(errors="replace")
@@ -101,7 +121,7 @@ def test_s3_killed_during_the_zip_upload(cluster, slow_cpu_host, tmp_path, tiny_
         slow_cpu_host.shape(None)
         stored = RemoteRoot(cluster.data_root).listing("work/zipfault/dataset_zip")
         assert stored == {}, stored  # no zip, no temporary key
-        assert run_of(cluster, "zipfault", UP_TO_CAPTIONS + ",dataset_zip")[0] == 0
+        succeeds(cluster, "zipfault", UP_TO_CAPTIONS + ",dataset_zip")
         assert metadata("zipfault", "raw_images")["files_decoded"] == 0
         assert metadata("zipfault", "deduped_images")["features_computed"] == 0
         assert metadata("zipfault", "captions")["generated"] == 0
@@ -115,10 +135,7 @@ def test_s3_killed_during_the_lora_upload(cluster, tmp_path, tiny_blip, tiny_sd)
     with cluster_env(cluster):
         upload_subject(cluster, "lorafault", sorted(SAMPLE_IMAGES.rglob("*.jpg"))[:4], settings, tmp_path)
         cluster.register()
-        assert (
-            run_of(cluster, "lorafault", "raw_images,deduped_images,filtered_images,captions,dataset_zip")[0]
-            == 0
-        )
+        succeeds(cluster, "lorafault", "raw_images,deduped_images,filtered_images,captions,dataset_zip")
         cluster.gpu.shape("256kbit")
         remote = RemoteRoot(cluster.data_root)
         process = cluster.materialize("lorafault", "lora")
@@ -137,7 +154,7 @@ def test_s3_killed_during_the_lora_upload(cluster, tmp_path, tiny_blip, tiny_sd)
         cluster.gpu.shape(None)
         assert "loras/lorafault/lorafault.safetensors" not in remote.listing("loras/lorafault")
         assert not [k for k in remote.listing("") if ".partial-" in k]
-        assert run_of(cluster, "lorafault", "lora")[0] == 0
+        succeeds(cluster, "lorafault", "lora")
         assert metadata("lorafault", "lora")["resumed_from_epoch"] == 2  # nothing trained again
 
 
@@ -146,10 +163,7 @@ def test_gpu_worker_killed_mid_training(cluster, tmp_path, tiny_blip, tiny_sd):
     with cluster_env(cluster):
         upload_subject(cluster, "gpufault", sorted(SAMPLE_IMAGES.rglob("*.jpg"))[:6], settings, tmp_path)
         cluster.register()
-        assert (
-            run_of(cluster, "gpufault", "raw_images,deduped_images,filtered_images,captions,dataset_zip")[0]
-            == 0
-        )
+        succeeds(cluster, "gpufault", "raw_images,deduped_images,filtered_images,captions,dataset_zip")
         cluster.start_daemon()
         remote = RemoteRoot(cluster.data_root)
         process = cluster.materialize("gpufault", "lora")
@@ -176,7 +190,7 @@ def test_gpu_worker_killed_mid_training(cluster, tmp_path, tiny_blip, tiny_sd):
         )
         cluster.start_worker("gpu1", "gpu")
         cluster.wait_for_workers()
-        assert run_of(cluster, "gpufault", "lora")[0] == 0
+        succeeds(cluster, "gpufault", "lora")
         assert metadata("gpufault", "lora")["resumed_from_epoch"] >= 1
         cluster.stop_daemon()
     assert shutil.which("pgrep")

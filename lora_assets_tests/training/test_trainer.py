@@ -1,5 +1,6 @@
 """The training loop on the tiny model, from a real dataset zip (CPU)."""
 
+import hashlib
 import re
 from pathlib import Path
 
@@ -85,6 +86,53 @@ def config(
     )
 
 
+# What sd-scripts' train_network.py (v0.10.1, 48d368fa) writes for an SD 1.x LoRA trained from a
+# dataset_config.toml: every key it always writes, the dataset keys, the base-model keys.
+_SD_SCRIPTS_KEYS = """
+ss_session_id ss_training_started_at ss_output_name ss_learning_rate ss_text_encoder_lr ss_unet_lr
+ss_num_train_images ss_num_validation_images ss_num_reg_images ss_num_batches_per_epoch ss_num_epochs
+ss_gradient_checkpointing ss_gradient_accumulation_steps ss_max_train_steps ss_lr_warmup_steps
+ss_lr_scheduler ss_network_module ss_network_dim ss_network_alpha ss_network_dropout ss_mixed_precision
+ss_full_fp16 ss_v2 ss_base_model_version ss_clip_skip ss_max_token_length ss_cache_latents ss_seed
+ss_lowram ss_noise_offset ss_multires_noise_iterations ss_multires_noise_discount
+ss_adaptive_noise_scale ss_zero_terminal_snr ss_training_comment ss_sd_scripts_commit_hash
+ss_optimizer ss_max_grad_norm ss_caption_dropout_rate ss_caption_dropout_every_n_epochs
+ss_caption_tag_dropout_rate ss_face_crop_aug_range ss_prior_loss_weight ss_min_snr_gamma
+ss_scale_weight_norms ss_ip_noise_gamma ss_debiased_estimation ss_noise_offset_random_strength
+ss_ip_noise_gamma_random_strength ss_loss_type ss_huber_schedule ss_huber_scale ss_huber_c
+ss_fp8_base ss_fp8_base_unet ss_validation_seed ss_validation_split ss_max_validation_steps
+ss_validate_every_n_epochs ss_validate_every_n_steps ss_resize_interpolation ss_training_finished_at
+ss_steps ss_epoch ss_datasets ss_tag_frequency ss_dataset_dirs ss_bucket_info ss_sd_model_name
+ss_sd_model_hash ss_new_sd_model_hash sshs_model_hash sshs_legacy_hash modelspec.architecture
+modelspec.implementation modelspec.title modelspec.resolution modelspec.sai_model_spec modelspec.date
+modelspec.prediction_type modelspec.implementation_version
+"""
+SD_SCRIPTS_KEYS = _SD_SCRIPTS_KEYS.split()
+
+
+def sd_scripts_differences(metadata: dict[str, str]) -> list[str]:
+    """Where the file's metadata is not what sd-scripts writes (keys, and the formats readers parse)."""
+    found = [f"missing {key}" for key in SD_SCRIPTS_KEYS if key not in metadata]
+    found += [f"{k} is not a str() of a value: {v!r}" for k, v in metadata.items() if v in ("", "null")]
+    checks = {
+        "ss_session_id": metadata.get("ss_session_id", "").isdigit(),
+        "ss_optimizer": metadata.get("ss_optimizer", "").startswith("torch.optim."),
+        "ss_network_dropout": metadata.get("ss_network_dropout") == "None",
+        "modelspec.sai_model_spec": metadata.get("modelspec.sai_model_spec") == "1.0.1",
+        "ss_bucket_info": '"buckets"' in metadata.get("ss_bucket_info", ""),
+        "ss_datasets": '"subsets"' in metadata.get("ss_datasets", ""),
+        # sd-scripts' own words when the base model is a diffusers folder, not one file
+        "ss_sd_model_hash": re.fullmatch(r"[0-9a-f]{8}|IsADirectory", metadata.get("ss_sd_model_hash", "")),
+        "ss_new_sd_model_hash": re.fullmatch(
+            r"[0-9a-f]{64}|IsADirectory", metadata.get("ss_new_sd_model_hash", "")
+        ),
+    }
+    found += [
+        f"{key} not in sd-scripts' format: {metadata.get(key)!r}" for key, ok in checks.items() if not ok
+    ]
+    return found
+
+
 def test_kohya_file_names_every_targeted_module_and_reloads_exactly(tmp_path, dataset, tiny_sd):
     result = train(config(tmp_path, dataset, tiny_sd))
     tensors, metadata = read(Path(result.output_file))
@@ -110,6 +158,7 @@ def test_kohya_file_names_every_targeted_module_and_reloads_exactly(tmp_path, da
         and metadata["modelspec.architecture"] == "stable-diffusion-v1/lora"
     )
     assert '"ohwx man": 4' in metadata["ss_tag_frequency"]
+    assert sd_scripts_differences(metadata) == []
 
     # Reference: the trained adapters from the accelerate checkpoint, in peft form.
     checkpoint = next((tmp_path / "work" / "runs" / "test" / "checkpoints").glob("epoch-*"))
@@ -207,6 +256,10 @@ def test_single_file_base_model_and_training_options(tmp_path, dataset, tiny_sd)
     assert not any(k.startswith("lora_te_") for k in tensors) and non_finite(tensors) == []
     assert result.text_encoded == 4 and result.latents_encoded == 8  # flips encoded too
     assert metadata["ss_clip_skip"] == "2" and metadata["ss_flip_aug"] == "True"
+    assert sd_scripts_differences(metadata) == [] and metadata["modelspec.encoder_layer"] == "2"
+    single_file = (tiny_sd / "tiny-sd.safetensors").read_bytes()
+    assert metadata["ss_new_sd_model_hash"] == hashlib.sha256(single_file).hexdigest()
+    assert metadata["ss_sd_model_hash"] == hashlib.sha256(single_file[0x100000:0x110000]).hexdigest()[:8]
     assert all(loss == loss for loss in result.losses)
 
     shuffled = train(
