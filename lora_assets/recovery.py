@@ -94,6 +94,10 @@ class RecoveringExecutor(dg.Executor):
     def retries(self) -> Any:
         return self.inner.retries
 
+    def __getattr__(self, name: str) -> Any:
+        """The rest is the inner executor's: dagster-celery's loop reads `app_args()`, `broker`..."""
+        return getattr(self.inner, name)
+
     def execute(self, plan_context: Any, execution_plan: Any) -> Iterator[dg.DagsterEvent]:
         instance, run_id = plan_context.instance, plan_context.run_id
         instance.add_run_tags(run_id, {ORCHESTRATOR_TAG: process_identity()})
