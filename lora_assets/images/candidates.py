@@ -39,14 +39,28 @@ def hamming_pairs(a: np.ndarray, b: np.ndarray | None, max_distance: int) -> np.
 
 
 def candidate_pairs(
-    phash: Sequence[int], dhash: Sequence[int], phash_center: Sequence[int], crop_tolerant: bool
+    phash: Sequence[int],
+    dhash: Sequence[int],
+    phash_center: Sequence[int],
+    crop_tolerant: bool,
+    phash_mirror: Sequence[int] = (),
+    phash_strip: Sequence[int] = (),
 ) -> list[tuple[int, int]]:
-    """Sorted unique (i, j), i < j, worth verifying."""
+    """Sorted unique (i, j), i < j, worth verifying: close hashes, close once one is mirrored, or
+    close once a caption strip is left out of either."""
     p = np.array(phash, dtype=np.uint64)
     parts = [
         hamming_pairs(p, None, PHASH_CANDIDATE),
         hamming_pairs(np.array(dhash, dtype=np.uint64), None, DHASH_CANDIDATE),
     ]
+    if len(phash_mirror):
+        parts.append(hamming_pairs(p, np.array(phash_mirror, dtype=np.uint64), PHASH_CANDIDATE))
+    if len(phash_strip):
+        strip = np.array(phash_strip, dtype=np.uint64)
+        changed = np.flatnonzero(strip != p)  # only images that have a strip add pairs
+        if len(changed):
+            found = hamming_pairs(strip[changed], strip, PHASH_CANDIDATE)
+            parts.append(np.stack([changed[found[:, 0]], found[:, 1]], axis=1))
     if crop_tolerant:
         center = np.array(phash_center, dtype=np.uint64)
         parts.append(hamming_pairs(p, center, PHASH_CANDIDATE))

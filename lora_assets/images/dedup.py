@@ -13,6 +13,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from lora_assets.images.candidates import candidate_pairs
@@ -45,6 +46,10 @@ class Group:
     similarity: dict[str, float]
 
 
+# A member of a group of three or more may fail against a quarter of it (see grouping).
+GROUP_JOIN_SHARE = 0.75
+# A copy is black-and-white below GREY_CHROMA when another copy is in colour above COLOUR_CHROMA.
+GREY_CHROMA, COLOUR_CHROMA = 1.5, 4.0
 SCORE_COLUMNS = ["effective_mp", "native_mp", "effective_scale", "sharpness", "quality"]
 GROUP_COLUMNS = ["group_id", "path", "sha256", "kept", "similarity", *SCORE_COLUMNS, "reason"]
 SIMILAR_COLUMNS = ["a", "b", "colour", "structure", "detail", "grid"]
@@ -124,7 +129,18 @@ class Deduplicator(ImageWorkers):
                 key=lambda i: (-features[ok[i].key].width * features[ok[i].key].height, ok[i].key),
             )
             accept = ("duplicate", "similar") if self.settings.drop_similar else ("duplicate",)
-            index_groups = group_items(order, relations, accept)
+            keys = [p.key for p in ok]
+            apart = (
+                {
+                    frozenset((i, j))
+                    for i in range(len(ok))
+                    for j in range(i + 1, len(ok))
+                    if frozenset((keys[i], keys[j])) in _forbidden_pairs(self.settings.not_duplicates)
+                }
+                if self.settings.not_duplicates
+                else set()
+            )
+            index_groups = group_items(order, relations, accept, GROUP_JOIN_SHARE, apart)
             multi = [[ok[i] for i in g] for g in index_groups if len(g) > 1]
             before_detail = time.perf_counter()
             details = self._details([p for g in multi for p in g], pool)
@@ -192,6 +208,8 @@ class Deduplicator(ImageWorkers):
             [f.dhash for f in feats],
             [f.phash_center for f in feats],
             self.settings.crop_tolerant,
+            [f.phash_mirror for f in feats],
+            [f.phash_strip for f in feats],
         )
         forbidden = _forbidden_pairs(self.settings.not_duplicates)
         exact = {
@@ -204,18 +222,28 @@ class Deduplicator(ImageWorkers):
         pairs = sorted(
             pair for pair in set(pairs) | exact if frozenset((keys[pair[0]], keys[pair[1]])) not in forbidden
         )
-        to_verify = [pair for pair in pairs if pair not in exact]
-        results = self._map(
-            pool,
-            compare_job,
-            [(feats[i], feats[j], self.settings.crop_tolerant) for i, j in to_verify],
-            "verifying",
-        )
-        self.counters["pairs_verified"] = len(to_verify)
-        scores: dict[tuple[int, int], PairScore] = dict(zip(to_verify, results, strict=True))
         identical = PairScore(grid=1.0, colour=1.0, structure=1.0, detail=1.0, cropped=False, scale=1.0)
-        scores.update({pair: identical for pair in pairs if pair in exact})
+        scores: dict[tuple[int, int], PairScore] = {pair: identical for pair in pairs if pair in exact}
         threshold = self.settings.threshold
+        # Two rounds: the candidate pairs, then every other pair inside a cluster of duplicates
+        # (a mirrored copy and a cropped one of the same photo have no close hash, but both match
+        # their source), so that grouping sees every pair of a group.
+        to_verify = [pair for pair in pairs if pair not in exact]
+        for stage in ("verifying", "verifying clusters"):
+            results = self._map(
+                pool,
+                compare_job,
+                [(feats[i], feats[j], self.settings.crop_tolerant) for i, j in to_verify],
+                stage,
+            )
+            self.counters["pairs_verified"] += len(to_verify)
+            scores.update(zip(to_verify, results, strict=True))
+            duplicates = [pair for pair, score in scores.items() if score.relation(threshold) == "duplicate"]
+            to_verify = [
+                pair
+                for pair in cluster_pairs(len(photos), duplicates)
+                if pair not in scores and frozenset((keys[pair[0]], keys[pair[1]])) not in forbidden
+            ]
         relations = {pair: rel for pair, score in scores.items() if (rel := score.relation(threshold))}
         return relations, scores
 
@@ -239,7 +267,26 @@ class Deduplicator(ImageWorkers):
             score, flipped = pair(members[0].key, key)
             return 1.0 / score.scale if flipped else score.scale
 
-        candidates = [_candidate(p, features[p.key], details[p.key], density(p.key)) for p in members]
+        overlays: dict[str, tuple[float, str]] = {}
+        for i, first in enumerate(members):
+            for second in members[i + 1 :]:
+                score, flipped = pair(first.key, second.key)
+                if score.overlay_on:
+                    on_a = (score.overlay_on == "a") != flipped
+                    key = first.key if on_a else second.key
+                    overlays[key] = max(overlays.get(key, (0.0, "")), (score.overlay, score.overlay_kind))
+        colourful = any(_chroma(features[p.key]) > COLOUR_CHROMA for p in members)
+        candidates = [
+            _candidate(
+                p,
+                features[p.key],
+                details[p.key],
+                density(p.key),
+                overlay=_overlay_reason(*overlays[p.key]) if p.key in overlays else "",
+                colourless=colourful and _chroma(features[p.key]) < GREY_CHROMA,
+            )
+            for p in members
+        ]
         decision = choose(candidates)
         reasons = dict(decision.reasons)
         pinned_keep = [c.key for c in candidates if c.key in keep and c.key not in drop]
@@ -274,14 +321,53 @@ class Deduplicator(ImageWorkers):
         )
 
 
-def _candidate(photo: Photo, features: ImageFeatures, detail: DetailMeasure, density: float) -> Candidate:
+def _candidate(
+    photo: Photo,
+    features: ImageFeatures,
+    detail: DetailMeasure,
+    density: float,
+    overlay: str,
+    colourless: bool,
+) -> Candidate:
     return Candidate(
         key=photo.key,
         measure=detail,
         format=features.format,
         jpeg_quality=features.jpeg_quality,
         density=density,
+        overlay=overlay,
+        colourless=colourless,
     )
+
+
+def _overlay_reason(share: float, kind: str) -> str:
+    return f"{kind} over {share:.0%} of the frame"
+
+
+def _chroma(features: ImageFeatures) -> float:
+    """Mean distance of the thumbnail's pixels from grey (0 for a black-and-white copy)."""
+    thumb = features.thumb.astype(np.float32)
+    if thumb.ndim < 3:
+        return 0.0
+    return float(np.abs(thumb - thumb.mean(axis=2, keepdims=True)).mean())
+
+
+def cluster_pairs(count: int, links: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Every (i, j), i < j, within the connected components of `links`."""
+    parent = list(range(count))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, j in links:
+        parent[root(i)] = root(j)
+    members: dict[int, list[int]] = {}
+    for i in range(count):
+        members.setdefault(root(i), []).append(i)
+    return [(i, j) for group in members.values() for k, i in enumerate(group) for j in group[k + 1 :]]
 
 
 def _forbidden_pairs(groups: Iterable[Sequence[str]]) -> set[frozenset[str]]:

@@ -3,6 +3,9 @@
 - `phash` (primary) and `dhash` (secondary): 64-bit perceptual hashes from `imagehash`;
 - `phash_center`: pHash of the central 84 %, which is what a copy trimmed by a few % a side
   hashes like, so crop candidates are found by the same popcount search;
+- `phash_mirror`: pHash of the frame flipped left-right, so a mirrored repost is a candidate;
+- `phash_strip` and `strip`: pHash of the frame without a plain caption strip along its top or
+  bottom edge (a meme caption on a taller canvas), and that strip's share of the height;
 - `grid`: a 32x32 colour layout (cell means), the score image viewers' "find duplicates" use;
 - `thumb`: an RGB thumbnail (long side 128 px, aspect kept) for crop-aware verification.
 """
@@ -25,7 +28,11 @@ HASH_DECODE_SIDE = 512
 GRID_SIDE = 32
 THUMB_SIDE = 128
 CENTER_KEEP = 0.84
-FEATURES_VERSION = 3
+FEATURES_VERSION = 4
+# A caption strip: at least 5 % of the height, rows of almost one flat colour.
+STRIP_MIN, STRIP_MAX = 0.05, 0.35
+STRIP_FLAT = 0.3  # rows with text on the background
+STRIP_CLEAN = 0.97  # rows of background only
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,9 @@ class ImageFeatures:
     phash_center: int
     grid: np.ndarray
     thumb: np.ndarray
+    phash_mirror: int = 0
+    phash_strip: int = 0
+    strip: tuple[float, float] = (0.0, 0.0)  # (top, bottom) caption strip, fractions of the height
 
     def to_bytes(self) -> bytes:
         """Compact serialisation for the per-image cache."""
@@ -49,7 +59,11 @@ class ImageFeatures:
             buffer,
             meta=np.array([self.width, self.height, -1 if self.jpeg_quality is None else self.jpeg_quality]),
             format=np.array(self.format or ""),
-            hashes=np.array([self.phash, self.dhash, self.phash_center], dtype=np.uint64),
+            hashes=np.array(
+                [self.phash, self.dhash, self.phash_center, self.phash_mirror, self.phash_strip],
+                dtype=np.uint64,
+            ),
+            strip=np.array(self.strip),
             grid=self.grid,
             thumb=self.thumb,
         )
@@ -59,7 +73,8 @@ class ImageFeatures:
     def from_bytes(cls, data: bytes) -> ImageFeatures:
         with np.load(io.BytesIO(data)) as stored:
             width, height, quality = (int(v) for v in stored["meta"])
-            phash, dhash, center = (int(v) for v in stored["hashes"])
+            phash, dhash, center, mirror, strip = (int(v) for v in stored["hashes"])
+            top, bottom = (float(v) for v in stored["strip"])
             fmt = str(stored["format"]) or None
             return cls(
                 width,
@@ -71,6 +86,9 @@ class ImageFeatures:
                 center,
                 stored["grid"],
                 stored["thumb"],
+                mirror,
+                strip,
+                (top, bottom),
             )
 
 
@@ -90,17 +108,52 @@ def features_of_image(
     grid = np.asarray(image.resize((GRID_SIDE, GRID_SIDE), Image.Resampling.BOX), dtype=np.uint8)
     thumb = image.copy()
     thumb.thumbnail((THUMB_SIDE, THUMB_SIDE), Image.Resampling.BOX)
+    phash = hash_to_int(imagehash.phash(image))
+    top, bottom = caption_strip(np.asarray(image.convert("L"), dtype=np.float32))
+    if top or bottom:
+        rows = image.height
+        body = image.crop((0, round(top * rows), image.width, rows - round(bottom * rows)))
+        phash_strip = hash_to_int(imagehash.phash(body))
+    else:
+        phash_strip = phash
     return ImageFeatures(
         width=width,
         height=height,
         format=fmt,
         jpeg_quality=jpeg_quality,
-        phash=hash_to_int(imagehash.phash(image)),
+        phash=phash,
         dhash=hash_to_int(imagehash.dhash(image)),
         phash_center=hash_to_int(imagehash.phash(center)),
         grid=grid,
         thumb=np.asarray(thumb, dtype=np.uint8),
+        phash_mirror=hash_to_int(imagehash.phash(image.transpose(Image.Transpose.FLIP_LEFT_RIGHT))),
+        phash_strip=phash_strip,
+        strip=(top, bottom),
     )
+
+
+def caption_strip(gray: np.ndarray) -> tuple[float, float]:
+    """(top, bottom) shares of the height taken by a plain caption strip: a run of rows from the
+    edge that are mostly one flat background colour (text on it is allowed), ending at the photo.
+
+    Only a strip of STRIP_MIN..STRIP_MAX counts, so a dark sky or a studio backdrop is not cut."""
+    height = gray.shape[0]
+    if height < 40:
+        return 0.0, 0.0
+
+    def run(rows: np.ndarray) -> float:
+        background = float(np.median(rows[0]))
+        flat = (np.abs(rows[: int(STRIP_MAX * height) + 1] - background) < 12).mean(axis=1)
+        if flat[0] < STRIP_CLEAN:
+            return 0.0
+        # Text rows may break the background; the strip ends at its last clean row.
+        broken = np.flatnonzero(flat < STRIP_FLAT)
+        length = int(broken[0]) if len(broken) else len(flat)
+        clean = np.flatnonzero(flat[:length] >= STRIP_CLEAN)
+        share = (int(clean[-1]) + 1) / height if len(clean) else 0.0
+        return share if STRIP_MIN <= share <= STRIP_MAX else 0.0
+
+    return run(gray), run(gray[::-1])
 
 
 def compute_features(path: Path, max_pixels: int) -> ImageFeatures:

@@ -1,19 +1,24 @@
 """Grouping verified pairs without chaining.
 
 Single-linkage (connected components) merges a burst A~B~C into one group even when A and C
-differ, and then drops distinct photos. Here an item joins a group only if it is related to
-*every* member (the representative included), so a chain stays split.
+differ, and then drops distinct photos. Here an item joins a group only if it is related to the
+group's founder and to every member, so a chain stays split. In a group of three or more, it
+may miss up to a quarter of the members (`min_share`): two copies altered in different ways (a
+watermarked one and a cropped one) can fail against each other while both match the source.
+Pairs the user pinned apart (`apart`) never share a group.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 
 
 def group_items(
     order: Sequence[int],
     related: Mapping[tuple[int, int], str],
     accept: Iterable[str] = ("duplicate",),
+    min_share: float = 1.0,
+    apart: Collection[frozenset[int]] = frozenset(),
 ) -> list[list[int]]:
     """Groups (each listed in `order`) of items whose pairwise relations are all in `accept`.
 
@@ -33,7 +38,9 @@ def group_items(
         best: int | None = None
         for index in sorted({group_of[n] for n in links if n in group_of}):
             group = groups[index]
-            if all(member in links for member in group) and (best is None or len(group) > len(groups[best])):
+            if _joins(item, group, links, min_share, apart) and (
+                best is None or len(group) > len(groups[best])
+            ):
                 best = index
         if best is None:
             best = len(groups)
@@ -41,3 +48,13 @@ def group_items(
         groups[best].append(item)
         group_of[item] = best
     return groups
+
+
+def _joins(
+    item: int, group: list[int], links: set[int], min_share: float, apart: Collection[frozenset[int]]
+) -> bool:
+    if group[0] not in links or any(frozenset((item, member)) in apart for member in group):
+        return False
+    if len(group) < 3:
+        return all(member in links for member in group)
+    return sum(member in links for member in group) >= min_share * len(group)

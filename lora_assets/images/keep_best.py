@@ -1,23 +1,29 @@
 """Choose the copy with the most real detail in a group of duplicates, and say why.
 
 Criteria, in order, each with a tolerance so that measurement noise never decides:
-1. effective resolution: native megapixels x effective scale², every member measured against
+1. no overlay: a copy carrying a text banner, caption strip, watermark or logo (found while
+   verifying the pair) loses to a clean one, whatever its size;
+2. colour: a black-and-white copy loses to a colour one;
+3. effective resolution: native megapixels x effective scale², every member measured against
    the same *content* frequency (so a 2x upscale measures half its source's scale and collapses
    to its source's effective megapixels; a blurred copy collapses further);
-2. sharpness at a common scale (every member resized so that the same content spans the same
-   number of pixels as in the least dense member, so a trimmed copy is not "sharper" for being
-   zoomed in);
-3. real detail per pixel (effective scale): between copies with equal real detail, the one
+4. sharpness at a common scale and contrast (every member resized so that the same content spans
+   the same number of pixels as in the least dense member, so a trimmed copy is not "sharper"
+   for being zoomed in, and divided by its tonal range, so a graded copy is not "sharper" for
+   its pushed contrast);
+5. real detail per pixel (effective scale): between copies with equal real detail, the one
    whose pixels are not padding, i.e. the source rather than its upscale;
-4. JPEG quality, among JPEG members (a PNG says nothing of the quality of what it was saved
+6. JPEG quality, among JPEG members (a PNG says nothing of the quality of what it was saved
    from, so lossless members are neither preferred nor dropped here);
-5. native pixel count, then the path (deterministic).
+7. native pixel count, then the path (deterministic). File size never decides.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 from lora_assets.images.detail import REFERENCE_SCALE, DetailMeasure, resize_gray, sharpness
 
@@ -29,8 +35,8 @@ EFFECTIVE_TOLERANCE = 1.25
 DENSER_TOLERANCE = 1.4
 DENSITY_STEP = 1.2  # copies closer in density than this count as the same pixel grid
 SCALE_TOLERANCE = 1.3
-# Blur divides sharpness several times over; re-encoding moves it by tens of per cent.
-SHARPNESS_TOLERANCE = 1.5
+# Blur divides sharpness several times over; re-encoding and grading move it by tens of per cent.
+SHARPNESS_TOLERANCE = 2.0
 QUALITY_TOLERANCE = 5
 LOSSLESS_FORMATS = frozenset({"PNG", "TIFF", "BMP"})
 
@@ -44,6 +50,8 @@ class Candidate:
     format: str | None
     jpeg_quality: int | None
     density: float = 1.0  # pixels per unit of shared content, relative to one group member
+    overlay: str = ""  # what covers part of this copy, e.g. "text banner over 12% of the frame"
+    colourless: bool = False  # a black-and-white copy in a group with colour copies
 
     @property
     def width(self) -> int:
@@ -77,17 +85,34 @@ def choose(members: Sequence[Candidate]) -> Decision:
     scale = {m.key: m.measure.effective_scale for m in members}
     effective = {m.key: m.native_mp * scale[m.key] ** 2 for m in members}
     eliminated_at: dict[str, str] = {}
-    for member in members:
-        if any(other is not member and _more_detail(other, member) for other in members):
+    contenders = list(members)
+    for step, flawed in (("overlay", lambda m: bool(m.overlay)), ("colour", lambda m: m.colourless)):
+        if any(not flawed(m) for m in contenders):
+            for member in contenders:
+                if flawed(member):
+                    eliminated_at[member.key] = step
+            contenders = [m for m in contenders if m.key not in eliminated_at]
+    for member in contenders:
+        if any(other is not member and _more_detail(other, member) for other in contenders):
             eliminated_at[member.key] = "effective"
-    contenders = [m for m in members if m.key not in eliminated_at]
+    contenders = [m for m in contenders if m.key not in eliminated_at]
     # Sharpness at the lowest content density a contender offers (its grey copy may be smaller).
     target = min(m.density * min(1.0, m.measure.gray.shape[1] / m.width) for m in contenders)
     sharp = {
-        m.key: sharpness(resize_gray(m.measure.gray, round(m.width * target / m.density))) for m in contenders
+        m.key: _contrast_sharpness(resize_gray(m.measure.gray, round(m.width * target / m.density)))
+        for m in contenders
     }
+    # Sharpness only between copies of one pixel grid: sharpening an upscale adds edge contrast
+    # that a common-scale comparison would count as detail.
+    for member in contenders:
+        if any(
+            max(o.density, member.density) / min(o.density, member.density) < DENSITY_STEP
+            and sharp[member.key] * SHARPNESS_TOLERANCE < sharp[o.key]
+            for o in contenders
+        ):
+            eliminated_at[member.key] = "sharpness"
+    contenders = [m for m in contenders if m.key not in eliminated_at]
     steps: list[tuple[str, Callable[[Candidate], float], Callable[[float, float], bool]]] = [
-        ("sharpness", lambda m: sharp[m.key], lambda best, v: v * SHARPNESS_TOLERANCE >= best),
         ("per-pixel", lambda m: scale[m.key], lambda best, v: v * SCALE_TOLERANCE >= best),
         ("quality", lambda m: float(m.quality), lambda best, v: v < 0 or v + QUALITY_TOLERANCE >= best),
         ("size", lambda m: m.native_mp, lambda best, v: v >= best),
@@ -120,6 +145,12 @@ def choose(members: Sequence[Candidate]) -> Decision:
     return Decision(kept.key, reasons, scores)
 
 
+def _contrast_sharpness(gray: np.ndarray) -> float:
+    """Sharpness per unit of tonal range (squared, as sharpness is a variance), x 1e4."""
+    low, high = np.percentile(gray, [2, 98])
+    return sharpness(gray) / max(float(high - low), 8.0) ** 2 * 1e4
+
+
 def _more_detail(a: Candidate, b: Candidate) -> bool:
     """Whether `a` holds clearly more real detail than `b`.
 
@@ -149,7 +180,7 @@ def _kept_reason(
     kept: Candidate, members: Sequence[Candidate], eliminated_at: dict[str, str], measured: Measured
 ) -> str:
     """'kept: <criterion that separated it from the runner-up>' (the member that lasted longest)."""
-    order = ["effective", "sharpness", "per-pixel", "quality", "size"]
+    order = ["overlay", "colour", "effective", "sharpness", "per-pixel", "quality", "size"]
     others = [m for m in members if m.key != kept.key]
     if not others:
         return "kept: only member"
@@ -176,6 +207,10 @@ def _compare(
     """One clause comparing `kept` with `other` on the criterion that decided."""
     label = _label(other, kept, measured)
     effective, sharp = measured.effective, measured.sharp
+    if step == "overlay":
+        return "the copy without an overlay" if kept_view else f"{other.overlay}"
+    if step == "colour":
+        return "in colour" if kept_view else "a black-and-white copy of a colour photo"
     if step == "effective":
         head = "highest effective resolution" if kept_view else "lower effective resolution"
         return f"{head} {effective[kept.key]:.1f} MP vs {effective[other.key]:.1f} MP{label}"

@@ -13,11 +13,21 @@ So a pair is scored on three aligned measures:
 With `crop_tolerant`, the smaller view is searched inside the larger one over scales that trim
 up to 10 % a side (20 % of each dimension), by FFT cross-correlation at 64 px, then refined at
 the thumbnail's 128 px.
+
+The web's copies change more than pixels, so before scoring:
+- a mirrored copy is flipped back (its mirrored pHash is the closer one);
+- a caption strip added above or below the photo is left out of the frame;
+- tones are matched: one copy's grey levels are mapped onto the other's by a monotone curve, so
+  a colour grade or a black-and-white conversion agrees (`tone`); colour only breaks ties;
+- an exposure bracket is told apart from a grade: it is one constant gain in linear light
+  (`gain`, in stops), which no grade or conversion is, so it stays "similar";
+- an overlay (text banner, watermark, logo: one box up to 20 % of the frame) is left out when
+  it holds most of the disagreement, and the copy that carries it is named (`overlay_on`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from PIL import Image
@@ -27,6 +37,18 @@ from lora_assets.images.features import ImageFeatures
 SEARCH_SIDE = 64
 COMPARE_SIDE = 96
 MIN_COVER = 0.8
+# Exposure brackets are at least this far apart (median gain, stops), and three quarters of the
+# pixels gain at least BRACKET_CONSISTENT; a grade's gains vary with level and colour.
+BRACKET_STOPS = 0.6
+BRACKET_CONSISTENT = 0.5
+# Overlays: pixels that disagree by more than this (grey levels, after tone matching) ...
+OVERLAY_DIFFERENCE = 24
+# ... inside one box of at most this share of the frame, holding at least this share of the
+# disagreement, make a copy with an overlay.
+OVERLAY_MAX_AREA = 0.2
+OVERLAY_SHARE = 0.5
+OVERLAY_CLEAR = 1.3  # the overlaid copy's box edge must stand out this much more
+MIRROR_MARGIN = 4  # bits by which the mirrored hash must be closer
 _LUMA = np.array([0.299, 0.587, 0.114])
 
 
@@ -40,16 +62,24 @@ class PairScore:
     detail: float
     cropped: bool
     scale: float = 1.0  # pixels per unit of shared content in B relative to A (for common-scale sharpness)
+    tone: float = -1.0  # 1 - mean |Δ grey| / 255 after matching tones; -1: use colour
+    gain: float = 0.0  # B's exposure relative to A in stops, when one constant gain explains it
+    mirrored: bool = False
+    overlay: float = 0.0  # share of the frame covered by an overlay on one copy
+    overlay_on: str = ""  # "a" or "b"
+    overlay_kind: str = ""  # "text banner", "caption strip", "watermark or logo"
 
     def relation(self, threshold: float) -> str | None:
         """'duplicate', 'similar' or None at a similarity threshold (0.90 = the 'medium' preset).
 
-        A duplicate must look the same to within half the preset's tolerance (colour >= 0.95 at
-        medium) with matching structure and detail; a similar shot needs the preset's colour
-        score or near-identical structure (exposure brackets), but not matching detail too.
+        A duplicate must look the same to within half the preset's tolerance (tone-matched grey
+        >= 0.95 at medium) with matching structure and detail, and not be an exposure bracket; a
+        similar shot needs the preset's colour score or near-identical structure (brackets).
         """
         structure_ok = self.structure >= threshold and self.detail >= threshold - 0.2
-        if structure_ok and self.colour >= 1.0 - (1.0 - threshold) / 2:
+        agreement = self.tone if self.tone >= 0 else self.colour
+        bracket = abs(self.gain) >= BRACKET_STOPS
+        if structure_ok and not bracket and agreement >= 1.0 - (1.0 - threshold) / 2:
             return "duplicate"
         if (self.structure >= threshold - 0.1 and self.colour >= threshold) or (
             structure_ok and self.colour >= threshold - 0.15
@@ -65,22 +95,55 @@ def grid_score(a: np.ndarray, b: np.ndarray) -> float:
 
 def compare(a: ImageFeatures, b: ImageFeatures, crop_tolerant: bool = True) -> PairScore:
     """Score a candidate pair; tries the whole frames first, then (optionally) crops both ways."""
-    grid = grid_score(a.grid, b.grid)
-    best = _score_aligned(a.thumb, b.thumb, (0.0, 0.0, 1.0, 1.0), grid, False, b.width / a.width)
-    if not crop_tolerant or best.relation(0.95) == "duplicate":
-        return best
-    for container, template, a_is_container in ((a.thumb, b.thumb, True), (b.thumb, a.thumb, False)):
-        box = _locate(container, template)
-        if box is not None and box != (0.0, 0.0, 1.0, 1.0):
-            # Pixels per unit of shared content in B relative to A, from the trimmed view's width.
-            width = box[2]
-            scale = b.width / (width * a.width) if a_is_container else width * b.width / a.width
-            scored = _score_aligned(container, template, box, grid, True, scale)
-            if (scored.structure + scored.detail + scored.colour) > (
-                best.structure + best.detail + best.colour
-            ):
-                best = scored
+    mirrored = _popcount(a.phash ^ b.phash_mirror) + MIRROR_MARGIN < _popcount(a.phash ^ b.phash)
+    a_thumb, a_strip = _without_strip(a, b)
+    b_thumb, b_strip = _without_strip(b, a)
+    if mirrored:
+        b_thumb = b_thumb[:, ::-1]
+    grid = grid_score(a.grid, b.grid[:, ::-1] if mirrored else b.grid)
+    b_width = b.width
+    best = _score_aligned(a_thumb, b_thumb, (0.0, 0.0, 1.0, 1.0), grid, False, b_width / a.width)
+    if crop_tolerant and best.relation(0.95) != "duplicate":
+        for container, template, a_is_container in ((a_thumb, b_thumb, True), (b_thumb, a_thumb, False)):
+            box = _locate(container, template)
+            if box is not None and box != (0.0, 0.0, 1.0, 1.0):
+                # Pixels per unit of shared content in B relative to A, from the trimmed view's width.
+                width = box[2]
+                scale = b_width / (width * a.width) if a_is_container else width * b_width / a.width
+                scored = _score_aligned(container, template, box, grid, True, scale)
+                if not a_is_container and scored.overlay_on:
+                    scored = replace(scored, overlay_on="b" if scored.overlay_on == "a" else "a")
+                if _total(scored) > _total(best):
+                    best = scored
+    best = replace(best, mirrored=mirrored)
+    if (a_strip or b_strip) and not best.overlay_on:
+        on, share = ("a", a_strip) if a_strip > b_strip else ("b", b_strip)
+        if abs(a_strip - b_strip) >= 0.03:
+            best = replace(best, overlay=share, overlay_on=on, overlay_kind="caption strip")
     return best
+
+
+def _total(score: PairScore) -> float:
+    agreement = score.tone if score.tone >= 0 else score.colour
+    return score.structure + score.detail + agreement
+
+
+def _popcount(value: int) -> int:
+    return int(value).bit_count()
+
+
+def _without_strip(image: ImageFeatures, other: ImageFeatures) -> tuple[np.ndarray, float]:
+    """`image`'s thumbnail without its caption strip, and the strip's share of the frame, when
+    leaving the strip out gives `other`'s aspect ratio (a strip adds height; a crop does not)."""
+    top, bottom = image.strip
+    share = top + bottom
+    aspect, other_aspect = image.height / image.width, other.height / other.width
+    fits = abs(aspect * (1 - share) - other_aspect) < 0.03 * other_aspect
+    if not share or not fits or abs(aspect - other_aspect) < 0.03 * other_aspect:
+        return image.thumb, 0.0
+    height = image.thumb.shape[0]
+    start, stop = round(top * height), height - round(bottom * height)
+    return image.thumb[start:stop], share
 
 
 def _gray(rgb: np.ndarray) -> np.ndarray:
@@ -198,9 +261,152 @@ def _score_aligned(
     a_rgb, b_rgb = _resize(region, *size), _resize(template, *size)
     colour = 1.0 - float(np.abs(_resize(a_rgb, 32, 32) - _resize(b_rgb, 32, 32)).mean()) / 255.0
     a, b = _gray(a_rgb), _gray(b_rgb)
+    matched = match_tones(b, a)
+    gain = _bracket_gain(a, b)
     structure = _correlation(a, b)
     detail = _correlation(_band_pass(a), _band_pass(b))
-    return PairScore(grid, colour, structure, detail, cropped, scale)
+    tone = 1.0 - float(np.abs(a - matched).mean()) / 255.0
+    score = PairScore(grid, colour, structure, detail, cropped, scale, tone, gain)
+    # The refitted curve finds overlays that bend a first fit; the first fit finds faint ones
+    # (a see-through logo) whose pixels the refit takes back in.
+    first = _tone_curve(b, a, np.ones(b.shape, dtype=bool))
+    overlay = _overlay(a, matched) or _overlay(a, first)
+    if overlay is None:
+        return score
+    keep, on, kind = overlay
+    masked = PairScore(
+        grid,
+        colour,
+        _correlation(a[keep], b[keep]),
+        _correlation(_band_pass(a)[keep], _band_pass(b)[keep]),
+        cropped,
+        scale,
+        1.0 - float(np.abs(a - matched)[keep].mean()) / 255.0,
+        gain,
+        overlay=float(1.0 - keep.mean()),
+        overlay_on=on,
+        overlay_kind=kind,
+    )
+    return masked
+
+
+def match_tones(source: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """`source` with its grey levels mapped onto `reference`'s (same picture, aligned) by one
+    monotone curve, which undoes a grade, a curve or a black-and-white conversion. The curve is
+    fitted twice: the second time without the pixels the first fit left far off, which are an
+    overlay's fill or text, so it does not bend the curve for the rest of the picture."""
+    use = np.ones(source.shape, dtype=bool)
+    for _ in range(2):
+        matched = _tone_curve(source, reference, use)
+        residual = np.abs(reference - matched)
+        use = residual <= 3.0 * float(np.median(residual)) + 6.0
+    return matched
+
+
+def _tone_curve(source: np.ndarray, reference: np.ndarray, use: np.ndarray) -> np.ndarray:
+    """The median reference level at each source level (over `use`), made monotone; levels whose
+    reference values scatter widely are left out of the fit."""
+    bins = np.clip((source / 8.0).astype(np.int64), 0, 31)
+    centres, levels, spreads = [], [], []
+    for level in range(32):
+        inside = (bins == level) & use
+        values = reference[inside]
+        if values.size >= 4:
+            low, median, high = np.percentile(values, [25, 50, 75])
+            centres.append(float(source[inside].mean()))
+            levels.append(float(median))
+            spreads.append(float(high - low))
+    if len(centres) < 2:
+        return source + (float(reference.mean()) - float(source.mean()))
+    spread = np.array(spreads)
+    fit = spread <= max(24.0, 3.0 * float(np.median(spread)))
+    if fit.sum() < 2:
+        fit[:] = True
+    curve = np.maximum.accumulate(np.array(levels)[fit])
+    return np.interp(source, np.array(centres)[fit], curve)
+
+
+def _bracket_gain(a: np.ndarray, b: np.ndarray) -> float:
+    """B's exposure relative to A in stops when one constant gain in linear light explains the
+    pair (an exposure bracket), else 0. A grade or a tone curve gives gains that vary with level."""
+    lin_a, lin_b = (np.clip(x / 255.0, 0.0, 1.0) ** 2.2 for x in (a, b))
+    usable = (lin_a > 0.02) & (lin_a < 0.85) & (lin_b > 0.02) & (lin_b < 0.85)
+    if usable.mean() < 0.2:
+        return 0.0
+    stops = np.log2(lin_b[usable] / lin_a[usable])
+    low, median, high = np.percentile(stops, [25, 50, 75])
+    nearer_zero = low if median > 0 else -high  # a grade's gains straddle or approach zero
+    consistent = nearer_zero >= BRACKET_CONSISTENT
+    return float(median) if consistent and abs(median) >= BRACKET_STOPS else 0.0
+
+
+def _overlay(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, str, str] | None:
+    """(mask of the pixels outside the overlay, the copy carrying it, its kind) when one box of at
+    most OVERLAY_MAX_AREA of the frame holds at least OVERLAY_SHARE of the disagreement."""
+    difference = _gaussian(np.abs(a - b), 1.0)
+    bar = max(10.0, min(OVERLAY_DIFFERENCE, 6.0 * float(np.median(difference))))
+    strong = difference > bar
+    if strong.mean() < 0.002:
+        return None
+    # The densest box of strong pixels (rows, then columns within them), grown by two pixels for
+    # the blur; stray pixels elsewhere (a grade's hue shifts, JPEG noise) do not stretch it.
+    height, width = a.shape
+    core_y0, core_y1 = _dense_run(strong.mean(axis=1))
+    core_x0, core_x1 = _dense_run(strong[core_y0:core_y1].mean(axis=0))
+    core = (core_y0, core_y1, core_x0, core_x1)
+    y0, y1 = max(0, core_y0 - 2), min(height, core_y1 + 2)
+    x0, x1 = max(0, core_x0 - 2), min(width, core_x1 + 2)
+    area = (y1 - y0) * (x1 - x0) / (height * width)
+    if area > OVERLAY_MAX_AREA:
+        return None
+    keep = np.ones_like(strong)
+    keep[y0:y1, x0:x1] = False
+    total = float(difference.sum())
+    if total <= 0 or float(difference[~keep].sum()) < OVERLAY_SHARE * total:
+        return None
+    step_a, step_b = _edge_step(a, core), _edge_step(b, core)
+    if max(step_a, step_b) < OVERLAY_CLEAR * min(step_a, step_b):
+        return None  # no copy shows an overlay's edge: a local difference of tone, not an overlay
+    spans = (x1 - x0) >= 0.9 * width and (y0 == 0 or y1 == height)
+    return keep, "a" if step_a > step_b else "b", "text banner" if spans else "watermark or logo"
+
+
+def _dense_run(profile: np.ndarray) -> tuple[int, int]:
+    """[start, stop) of the contiguous run around the profile's peak where it stays above half
+    the peak."""
+    peak = int(np.argmax(profile))
+    above = profile >= 0.5 * profile[peak]
+    start, stop = peak, peak + 1
+    while start > 0 and above[start - 1]:
+        start -= 1
+    while stop < len(profile) and above[stop]:
+        stop += 1
+    return start, stop
+
+
+def _edge_step(gray: np.ndarray, box: tuple[int, int, int, int]) -> float:
+    """How sharply `gray` changes across the inner sides of `box` (an overlay's straight edge),
+    relative to its usual neighbour differences, plus how flat the box is inside."""
+    y0, y1, x0, x1 = box
+    height, width = gray.shape
+    typical = float(np.median(np.abs(np.diff(gray, axis=1)))) + 1.0
+    steps = []
+    sides = ((y0, y0 - 1, True), (y1 - 1, y1, True), (x0, x0 - 1, False), (x1 - 1, x1, False))
+    for inner, outer, horizontal in sides:
+        if outer < 0 or outer >= (height if horizontal else width):
+            continue
+        best = 0.0
+        for shift in (-2, -1, 0, 1, 2):
+            i, o = inner + shift, outer + shift
+            if min(i, o) < 0 or max(i, o) >= (height if horizontal else width):
+                continue
+            line_i = gray[i, x0:x1] if horizontal else gray[y0:y1, i]
+            line_o = gray[o, x0:x1] if horizontal else gray[y0:y1, o]
+            best = max(best, float(np.abs(line_i - line_o).mean()))
+        steps.append(best / typical)
+    inside = gray[y0:y1, x0:x1]
+    flat = float((np.abs(np.diff(inside, axis=1)) < 1.0).mean()) if inside.shape[1] > 1 else 0.0
+    return (max(steps) if steps else 0.0) + 4.0 * flat
 
 
 def _band_pass(gray: np.ndarray) -> np.ndarray:
@@ -218,6 +424,10 @@ def _gaussian(array: np.ndarray, sigma: float) -> np.ndarray:
 
 
 def _correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Normalised correlation; two flat arrays agree, a flat and a textured one do not."""
     a, b = a - a.mean(), b - b.mean()
-    denominator = np.sqrt((a * a).sum() * (b * b).sum())
-    return float((a * b).sum() / denominator) if denominator > 1e-9 else 1.0
+    energy_a, energy_b = float((a * a).sum()), float((b * b).sum())
+    flat = 1e-6 * max(a.size, 1)
+    if energy_a <= flat or energy_b <= flat:
+        return 1.0 if energy_a <= flat and energy_b <= flat else 0.0
+    return float((a * b).sum() / np.sqrt(energy_a * energy_b))

@@ -97,8 +97,8 @@ def test_a_chain_of_matches_is_not_merged_into_one_group(tmp_path):
     source = sample_photo("citrus-slices.jpg")
     paths = {
         "a.jpg": pf.variant_exposure(source, tmp_path / "a.jpg", 0.0),
-        "b.jpg": pf.variant_exposure(source, tmp_path / "b.jpg", 0.3),
-        "c.jpg": pf.variant_exposure(source, tmp_path / "c.jpg", 0.6),
+        "b.jpg": pf.variant_exposure(source, tmp_path / "b.jpg", 0.5),
+        "c.jpg": pf.variant_exposure(source, tmp_path / "c.jpg", 1.0),
     }
     features = {k: compute_features(p, MAX_PIXELS) for k, p in paths.items()}
     relation = {
