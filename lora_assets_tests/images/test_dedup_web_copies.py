@@ -1,0 +1,157 @@
+"""Issue 10: the web copies people really meet (mirrored, colour-graded, black-and-white,
+captioned, bannered, watermarked, sharpened upscales, denoised, 8% crops, WebP) group with their
+original, the original is kept, and the reason names an overlay or a black-and-white conversion;
+the hard negatives (exposure brackets, one shoot's other photos) stay apart.
+
+Small copies (long side 640 px) of real photos, so the whole file runs in well under a minute."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from lora_assets_tests import photo_factory as pf
+from lora_assets_tests.conftest import REPO, sample_photo
+from lora_assets_tests.images.test_dedup import group_of, run
+
+SHARED_PHOTOS = REPO.parent / "shared" / "photos"
+SIDE = 640
+PHOTOS = ("citrus-slices.jpg", "dogs-at-window.jpg", "suspension-bridge-night.jpg")
+
+# kind -> (file name of the copy, how it is made from the original); `index` varies the edit per photo
+Maker = Callable[[Path, Path, int], Path]
+COPIES: dict[str, tuple[str, Maker]] = {
+    "mirror": ("copy.jpg", lambda src, dst, i: pf.variant_mirror(src, dst, quality=88)),
+    "graded": (
+        "copy.jpg",
+        lambda src, dst, i: pf.variant_graded(src, dst, contrast=1.3, colour=1.4, brightness=1.08),
+    ),
+    "bw": ("copy.jpg", lambda src, dst, i: pf.variant_bw(src, dst, mode=("L", "RGB")[i % 2])),
+    "banner": ("copy.jpg", lambda src, dst, i: pf.variant_banner(src, dst, fraction=0.12, top=i % 2 == 0)),
+    "caption": ("copy.jpg", lambda src, dst, i: pf.variant_caption(src, dst, fraction=0.14, top=i % 2 == 1)),
+    "watermark": (
+        "copy.jpg",
+        lambda src, dst, i: pf.variant_watermark(
+            src, dst, area=0.06, corner=("bottom-right", "top-left", "bottom-left")[i % 3]
+        ),
+    ),
+    "sharpened-upscale": ("copy.jpg", lambda src, dst, i: pf.variant_sharpened_upscale(src, dst, 1.8)),
+    "denoised": ("copy.jpg", lambda src, dst, i: pf.variant_denoised(src, dst, 3)),
+    "crop-8": (
+        "copy.jpg",
+        lambda src, dst, i: pf.variant_crop_offset(
+            src, dst, 0.08, ((0.5, 0.5), (0.1, 0.8), (0.9, 0.2))[i % 3]
+        ),
+    ),
+    "webp": ("copy.webp", lambda src, dst, i: pf.variant_webp(src, dst, quality=78)),
+}
+# words one of which the dropped copy's reason must contain (loosely: the cause, in any phrasing;
+# an overlay may be named as any kind of overlay)
+OVERLAY_WORDS = ("banner", "caption", "watermark", "logo", "overlay", "text", "strip")
+CAUSES = {
+    "bw": ("black-and-white", "black and white", "grayscale", "greyscale", "monochrome"),
+    "banner": OVERLAY_WORDS,
+    "caption": OVERLAY_WORDS,
+    "watermark": OVERLAY_WORDS,
+}
+
+
+def shared_photo(name: str) -> Path:
+    """A photo of ../shared/photos, or its bundled copy where that folder is absent."""
+    path = SHARED_PHOTOS / name
+    return path if path.exists() else sample_photo(name)
+
+
+def small_original(name: str, target: Path) -> Path:
+    """The real photo at a long side of SIDE px, saved as a high-quality JPEG."""
+    image = Image.open(shared_photo(name)).convert("RGB")
+    image.thumbnail((SIDE, SIDE), Image.Resampling.LANCZOS)
+    image.save(target, "JPEG", quality=95)
+    return target
+
+
+# What the engine does not do yet (issue 10 stays open for these), kept visible rather than
+# left out: strict, so a case that starts passing must be moved back to the plain list.
+KNOWN_GAPS = {
+    ("banner", "dogs-at-window.jpg"): "a dark banner over a dark, busy top edge is not found at 640 px",
+    ("watermark", "citrus-slices.jpg"): "which copy carries a faint logo is not decided in a pair",
+    ("watermark", "dogs-at-window.jpg"): "which copy carries a faint logo is not decided in a pair",
+    ("watermark", "suspension-bridge-night.jpg"): "which copy carries a faint logo is not decided in a pair",
+    ("sharpened-upscale", "citrus-slices.jpg"): "sharpening lifts an upscale's measured detail",
+    ("sharpened-upscale", "dogs-at-window.jpg"): "sharpening lifts an upscale's measured detail",
+}
+CASES = [
+    pytest.param(kind, photo, marks=[pytest.mark.xfail(reason=KNOWN_GAPS[kind, photo], strict=True)])
+    if (kind, photo) in KNOWN_GAPS
+    else (kind, photo)
+    for kind in COPIES
+    for photo in PHOTOS
+]
+
+
+@pytest.mark.parametrize(("kind", "photo"), CASES)
+def test_a_web_copy_is_grouped_with_its_original_and_the_original_is_kept(kind, photo, tmp_path):
+    original = small_original(photo, tmp_path / "original.jpg")
+    name, make = COPIES[kind]
+    make(original, tmp_path / name, PHOTOS.index(photo))
+
+    result = run(tmp_path)
+
+    assert result.rejected == []
+    group = group_of(result, "original.jpg")
+    assert group is not None and name in group.kept + group.dropped, f"{kind} copy of {photo} not grouped"
+    assert len(result.groups) == 1
+    assert sorted(group.kept + group.dropped) == sorted(["original.jpg", name])
+    assert group.kept == ["original.jpg"], group.reasons
+    assert group.dropped == [name]
+    assert result.selected == ["original.jpg"]
+    reason = group.reasons[name].lower()
+    assert reason.startswith("dropped: duplicate of original.jpg; "), reason
+    if kind in CAUSES:
+        assert any(word in reason for word in CAUSES[kind]), f"the reason does not name the {kind}: {reason}"
+
+
+@pytest.mark.parametrize("photo", PHOTOS)
+def test_exposure_brackets_one_stop_apart_are_not_duplicates(photo, tmp_path):
+    source = small_original(photo, tmp_path / "source.jpg")
+    folder = tmp_path / "brackets"
+    folder.mkdir()
+    pf.variant_exposure(source, folder / "ev0.jpg", 0.0)
+    pf.variant_exposure(source, folder / "ev+1.jpg", 1.0)
+
+    result = run(folder)
+
+    assert result.groups == [], [(g.kept, g.dropped, g.reasons) for g in result.groups]
+    assert sorted(result.selected) == ["ev+1.jpg", "ev0.jpg"]
+
+
+def manifest_families() -> dict[str, list[str]]:
+    manifest = SHARED_PHOTOS / "MANIFEST.csv"
+    if not manifest.exists():
+        return {}
+    families: dict[str, list[str]] = {}
+    with open(manifest, newline="", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            if row["family"]:
+                families.setdefault(row["family"], []).append(row["file"])
+    return {family: files for family, files in sorted(families.items()) if len(files) >= 2}
+
+
+FAMILIES = manifest_families()
+
+
+@pytest.mark.skipif(not FAMILIES, reason="../shared/photos/MANIFEST.csv is not there")
+@pytest.mark.parametrize("family", sorted(FAMILIES) or ["none"])
+def test_photos_of_one_manifest_family_are_not_grouped(family, tmp_path):
+    names = FAMILIES[family]
+    for name in names:
+        small_original(name, tmp_path / f"{Path(name).stem}.jpg")
+
+    result = run(tmp_path)
+
+    assert result.groups == [], [(g.kept, g.dropped, g.reasons) for g in result.groups]
+    assert len(result.selected) == len(names)
