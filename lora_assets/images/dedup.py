@@ -8,7 +8,7 @@ member matches every other → keep-best by real detail → manual pins, which a
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +21,8 @@ from lora_assets.images.decode import ImageRejected
 from lora_assets.images.detail import DetailMeasure
 from lora_assets.images.features import ImageFeatures
 from lora_assets.images.grouping import group_items
-from lora_assets.images.keep_best import Candidate, choose
+from lora_assets.images.interpolation import SOURCE_SHARE, UPSCALE_SHARE, unexplained_share
+from lora_assets.images.keep_best import DENSITY_STEP, Candidate, choose
 from lora_assets.images.similarity import PairScore
 from lora_assets.images.workers import (
     ImageWorkers,
@@ -50,6 +51,7 @@ class Group:
 GROUP_JOIN_SHARE = 0.75
 # A copy is black-and-white below GREY_CHROMA when another copy is in colour above COLOUR_CHROMA.
 GREY_CHROMA, COLOUR_CHROMA = 1.5, 4.0
+INTERPOLATION_PEERS = 3
 SCORE_COLUMNS = ["effective_mp", "native_mp", "effective_scale", "sharpness", "quality"]
 GROUP_COLUMNS = ["group_id", "path", "sha256", "kept", "similarity", *SCORE_COLUMNS, "reason"]
 SIMILAR_COLUMNS = ["a", "b", "colour", "structure", "detail", "grid"]
@@ -267,15 +269,14 @@ class Deduplicator(ImageWorkers):
             score, flipped = pair(members[0].key, key)
             return 1.0 / score.scale if flipped else score.scale
 
-        overlays: dict[str, tuple[float, str]] = {}
-        for i, first in enumerate(members):
-            for second in members[i + 1 :]:
-                score, flipped = pair(first.key, second.key)
-                if score.overlay_on:
-                    on_a = (score.overlay_on == "a") != flipped
-                    key = first.key if on_a else second.key
-                    overlays[key] = max(overlays.get(key, (0.0, "")), (score.overlay, score.overlay_kind))
+        overlays = _overlaid_members([p.key for p in members], pair)
         colourful = any(_chroma(features[p.key]) > COLOUR_CHROMA for p in members)
+        edits = _edit_distances({p.key: features[p.key] for p in members})
+        upscale_of, source_of, doubtful = _interpolation_evidence(members, details, pair, density, edits)
+        mirrored = {
+            p.key: p.key != members[0].key and pair(members[0].key, p.key)[0].mirrored for p in members
+        }
+        minority = sum(mirrored.values()) * 2 > len(members)  # the founder's orientation is the minority
         candidates = [
             _candidate(
                 p,
@@ -284,6 +285,11 @@ class Deduplicator(ImageWorkers):
                 density(p.key),
                 overlay=_overlay_reason(*overlays[p.key]) if p.key in overlays else "",
                 colourless=colourful and _chroma(features[p.key]) < GREY_CHROMA,
+                upscale_of=upscale_of.get(p.key, ""),
+                source_of=frozenset(source_of.get(p.key, ())),
+                doubtful_over=frozenset(doubtful.get(p.key, ())),
+                edits=edits[p.key],
+                flipped=mirrored[p.key] != minority and sum(mirrored.values()) * 2 != len(members),
             )
             for p in members
         ]
@@ -321,23 +327,100 @@ class Deduplicator(ImageWorkers):
         )
 
 
+def _interpolation_evidence(
+    members: list[Photo],
+    details: dict[str, DetailMeasure],
+    pair: Callable[[str, str], tuple[PairScore, bool]],
+    density: Callable[[str], float],
+    edits: dict[str, float],
+) -> tuple[dict[str, str], dict[str, set[str]], dict[str, set[str]]]:
+    """For each member, the smaller member it is shown to be an interpolated upscale of, the
+    smaller members it is shown to hold real detail beyond, and those the test could not tell
+    apart from its source (see interpolation). Each member is
+    tested against the INTERPOLATION_PEERS members of the closest clearly coarser grid with the
+    most real detail that show the whole frame (a crop or a caption strip would misalign it)."""
+    upscale_of: dict[str, str] = {}
+    source_of: dict[str, set[str]] = {}
+    doubtful: dict[str, set[str]] = {}
+    for large in members:
+        peers = []
+        for small in members:
+            if small.key == large.key or density(large.key) < density(small.key) * DENSITY_STEP:
+                continue
+            score, _ = pair(large.key, small.key)
+            if not score.cropped and score.overlay_kind != "caption strip":
+                peers.append(small)
+        # The closest coarser grid first, and on it the least edited copies: an upscale is
+        # predicted only from the picture it was made from, not from a grade of it.
+        peers.sort(key=lambda small: (-round(density(small.key), 1), edits[small.key], small.key))
+        for small in peers[:INTERPOLATION_PEERS]:
+            share = unexplained_share(
+                details[large.key], details[small.key], pair(large.key, small.key)[0].mirrored
+            )
+            if share is None:
+                continue
+            if share < UPSCALE_SHARE:
+                upscale_of.setdefault(large.key, small.key)
+            elif share >= SOURCE_SHARE:
+                source_of.setdefault(large.key, set()).add(small.key)
+            else:
+                doubtful.setdefault(large.key, set()).add(small.key)
+    return upscale_of, source_of, doubtful
+
+
 def _candidate(
-    photo: Photo,
-    features: ImageFeatures,
-    detail: DetailMeasure,
-    density: float,
-    overlay: str,
-    colourless: bool,
+    photo: Photo, features: ImageFeatures, detail: DetailMeasure, density: float, **evidence: Any
 ) -> Candidate:
+    """A group member as keep-best sees it; `evidence`: overlay, colourless, upscale_of, source_of."""
     return Candidate(
         key=photo.key,
         measure=detail,
         format=features.format,
         jpeg_quality=features.jpeg_quality,
         density=density,
-        overlay=overlay,
-        colourless=colourless,
+        **evidence,
     )
+
+
+def _overlaid_members(
+    keys: list[str], pair: Callable[[str, str], tuple[PairScore, bool]]
+) -> dict[str, tuple[float, str]]:
+    """The members that carry an overlay, with its share of the frame and kind. Pairs that could
+    not tell which copy carries it settle it by consensus: in a group of three or more, a member
+    with such a pair against more than half of the others carries one."""
+    overlays: dict[str, tuple[float, str]] = {}
+    open_pairs: dict[str, list[tuple[float, str]]] = {key: [] for key in keys}
+    for i, first in enumerate(keys):
+        for second in keys[i + 1 :]:
+            score, flipped = pair(first, second)
+            if score.overlay_on:
+                key = first if (score.overlay_on == "a") != flipped else second
+                overlays[key] = max(overlays.get(key, (0.0, "")), (score.overlay, score.overlay_kind))
+            elif score.overlay:
+                for key in (first, second):
+                    open_pairs[key].append((score.overlay, score.overlay_kind))
+    for key, found in open_pairs.items():
+        if len(keys) >= 3 and len(found) * 2 > len(keys) - 1:
+            overlays.setdefault(key, max(found))
+    return overlays
+
+
+def _edit_distances(features: dict[str, ImageFeatures]) -> dict[str, float]:
+    """How far each copy's tones and colours lie from the group's median: brightness, contrast
+    and saturation of its thumbnail, each relative to the median (0 for a typical copy)."""
+    stats = {key: _tone_stats(f.thumb) for key, f in features.items()}
+    median = np.median(np.array(list(stats.values())), axis=0)
+    scale = np.array([255.0, max(median[1], 8.0), max(median[2], 4.0)])
+    return {key: float((np.abs(np.array(v) - median) / scale).sum()) for key, v in stats.items()}
+
+
+def _tone_stats(thumb: np.ndarray) -> tuple[float, float, float]:
+    """(mean grey, grey standard deviation, mean distance from grey) of an RGB thumbnail."""
+    rgb = thumb.astype(np.float32)
+    if rgb.ndim < 3:
+        rgb = np.repeat(rgb[..., None], 3, axis=2)
+    grey = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    return float(grey.mean()), float(grey.std()), float(np.abs(rgb - rgb.mean(axis=2, keepdims=True)).mean())
 
 
 def _overlay_reason(share: float, kind: str) -> str:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +36,9 @@ COMMON_SIDE = 1024
 # Larger photos are analysed on a DCT-reduced decode (1/2, 1/4): a 24 MP JPEG then costs 60 %.
 ANALYSIS_PIXELS = 12_000_000
 SATURATION_START, SATURATION_END = 0.75, 0.95
-DETAIL_VERSION = 10
+DETAIL_VERSION = 11
+# The central box (this share of each side) is kept at native resolution for the interpolation test.
+WINDOW_SHARE = 0.2
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,8 @@ class DetailMeasure:
     analysis_scale: float
     losses: np.ndarray
     gray: np.ndarray
+    window: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.uint8))
+    window_origin: tuple[int, int] = (0, 0)  # (x, y) of `window` in the analysis image
 
     @property
     def native_mp(self) -> float:
@@ -81,15 +85,24 @@ class DetailMeasure:
 
     def to_bytes(self) -> bytes:
         buffer = io.BytesIO()
-        size = np.array([self.width, self.height, self.analysis_scale])
-        np.savez(buffer, size=size, losses=self.losses, gray=self.gray)
+        size = np.array([self.width, self.height, self.analysis_scale, *self.window_origin])
+        np.savez(buffer, size=size, losses=self.losses, gray=self.gray, window=self.window)
         return buffer.getvalue()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> DetailMeasure:
         with np.load(io.BytesIO(data)) as stored:
-            width, height, analysis_scale = stored["size"]
-            return cls(int(width), int(height), float(analysis_scale), stored["losses"], stored["gray"])
+            width, height, analysis_scale, x, y = stored["size"]
+            window = stored["window"]
+            return cls(
+                int(width),
+                int(height),
+                float(analysis_scale),
+                stored["losses"],
+                stored["gray"],
+                window,
+                (int(x), int(y)),
+            )
 
 
 def measure_detail(path: Path, max_pixels: int) -> DetailMeasure:
@@ -104,7 +117,12 @@ def measure_detail(path: Path, max_pixels: int) -> DetailMeasure:
     small = gray.reduce(factor) if factor > 1 else gray.copy()  # box-reduce first: 10x cheaper
     small.thumbnail((COMMON_SIDE, COMMON_SIDE), Image.Resampling.LANCZOS)
     analysis_scale = gray.width / width
-    return DetailMeasure(width, height, analysis_scale, loss_curve(gray), np.asarray(small, dtype=np.uint8))
+    box_width, box_height = round(gray.width * WINDOW_SHARE), round(gray.height * WINDOW_SHARE)
+    x, y = (gray.width - box_width) // 2, (gray.height - box_height) // 2
+    window = np.asarray(gray.crop((x, y, x + box_width, y + box_height)), dtype=np.uint8)
+    return DetailMeasure(
+        width, height, analysis_scale, loss_curve(gray), np.asarray(small, dtype=np.uint8), window, (x, y)
+    )
 
 
 def loss_curve(gray: Image.Image) -> np.ndarray:

@@ -27,7 +27,8 @@ import numpy as np
 
 from lora_assets.images.detail import REFERENCE_SCALE, DetailMeasure, resize_gray, sharpness
 
-EFFECTIVE_TOLERANCE = 1.25
+# Re-encoding noise on a soft photo moves its measured detail by up to ~1.35x; blur by 2x or more.
+EFFECTIVE_TOLERANCE = 1.5
 # A denser copy (more pixels per unit of content) must win by more: interpolation leaks a little
 # energy above an upscale's real cutoff, which inflated 2x upscales by up to 1.31x in the dedup
 # benchmark, while an original beat its half-size copy by at least 1.47x (unless it is so soft
@@ -38,6 +39,8 @@ SCALE_TOLERANCE = 1.3
 # Blur divides sharpness several times over; re-encoding and grading move it by tens of per cent.
 SHARPNESS_TOLERANCE = 2.0
 QUALITY_TOLERANCE = 5
+# Distance from the group's consensus tones beyond which a copy counts as edited (see dedup).
+EDIT_BAR = 0.12
 LOSSLESS_FORMATS = frozenset({"PNG", "TIFF", "BMP"})
 
 
@@ -52,6 +55,11 @@ class Candidate:
     density: float = 1.0  # pixels per unit of shared content, relative to one group member
     overlay: str = ""  # what covers part of this copy, e.g. "text banner over 12% of the frame"
     colourless: bool = False  # a black-and-white copy in a group with colour copies
+    upscale_of: str = ""  # a smaller member that predicts this copy's extra pixels (interpolation)
+    edits: float = 0.0  # how far its tones and colours are from the group's consensus (0 = typical)
+    flipped: bool = False  # mirrored against the orientation most members share
+    source_of: frozenset[str] = frozenset()  # smaller members this copy holds real detail beyond
+    doubtful_over: frozenset[str] = frozenset()  # smaller members it may be an upscale of
 
     @property
     def width(self) -> int:
@@ -92,6 +100,11 @@ def choose(members: Sequence[Candidate]) -> Decision:
                 if flawed(member):
                     eliminated_at[member.key] = step
             contenders = [m for m in contenders if m.key not in eliminated_at]
+    interpolated = [m for m in contenders if m.upscale_of in {o.key for o in contenders}]
+    if len(interpolated) < len(contenders):
+        for member in interpolated:
+            eliminated_at[member.key] = "interpolation"
+        contenders = [m for m in contenders if m.key not in eliminated_at]
     for member in contenders:
         if any(other is not member and _more_detail(other, member) for other in contenders):
             eliminated_at[member.key] = "effective"
@@ -112,8 +125,25 @@ def choose(members: Sequence[Candidate]) -> Decision:
         ):
             eliminated_at[member.key] = "sharpness"
     contenders = [m for m in contenders if m.key not in eliminated_at]
+    # Real detail per pixel: the copy whose pixels are not padding, unless the interpolation test
+    # showed the denser copy to hold detail beyond the ones that score higher (a soft original).
+    # A copy the interpolation test could not tell from an upscale of a smaller one loses to it.
+    keys = {m.key for m in contenders}
+    for member in contenders:
+        better = {o.key for o in contenders if scale[member.key] * SCALE_TOLERANCE < scale[o.key]}
+        if (better and not better <= member.source_of) or member.doubtful_over & keys:
+            eliminated_at[member.key] = "per-pixel"
+    contenders = [m for m in contenders if m.key not in eliminated_at]
+    # Among copies with the same real detail, the least edited: the majority orientation, then
+    # the tones and colours most members share (a grade or a black-and-white copy stands out).
+    edit_bar = max(EDIT_BAR, 2.0 * min(m.edits for m in contenders))
+    for step, edited in (("orientation", lambda m: m.flipped), ("tones", lambda m: m.edits > edit_bar)):
+        if any(not edited(m) for m in contenders):
+            for member in contenders:
+                if edited(member):
+                    eliminated_at[member.key] = step
+            contenders = [m for m in contenders if m.key not in eliminated_at]
     steps: list[tuple[str, Callable[[Candidate], float], Callable[[float, float], bool]]] = [
-        ("per-pixel", lambda m: scale[m.key], lambda best, v: v * SCALE_TOLERANCE >= best),
         ("quality", lambda m: float(m.quality), lambda best, v: v < 0 or v + QUALITY_TOLERANCE >= best),
         ("size", lambda m: m.native_mp, lambda best, v: v >= best),
     ]
@@ -159,6 +189,9 @@ def _more_detail(a: Candidate, b: Candidate) -> bool:
     scale and collapses to the source's effective megapixels; a copy at the same density is
     judged with the usual 1/8 reference."""
     ratio = a.density / b.density
+    same_grid = max(ratio, 1 / ratio) < DENSITY_STEP
+    if same_grid and 0 <= a.quality < b.quality - QUALITY_TOLERANCE:
+        return False  # a coarser re-save adds artefacts, never detail, on the same pixel grid
     reference_a = REFERENCE_SCALE * max(1.0, 1.0 / ratio)
     reference_b = REFERENCE_SCALE * max(1.0, ratio)
     effective_a = a.native_mp * a.measure.scale_at(reference_a) ** 2
@@ -180,7 +213,18 @@ def _kept_reason(
     kept: Candidate, members: Sequence[Candidate], eliminated_at: dict[str, str], measured: Measured
 ) -> str:
     """'kept: <criterion that separated it from the runner-up>' (the member that lasted longest)."""
-    order = ["overlay", "colour", "effective", "sharpness", "per-pixel", "quality", "size"]
+    order = [
+        "overlay",
+        "colour",
+        "interpolation",
+        "effective",
+        "sharpness",
+        "per-pixel",
+        "orientation",
+        "tones",
+        "quality",
+        "size",
+    ]
     others = [m for m in members if m.key != kept.key]
     if not others:
         return "kept: only member"
@@ -211,6 +255,14 @@ def _compare(
         return "the copy without an overlay" if kept_view else f"{other.overlay}"
     if step == "colour":
         return "in colour" if kept_view else "a black-and-white copy of a colour photo"
+    if step == "interpolation":
+        if kept_view:
+            return "not an interpolated upscale of a smaller copy"
+        return f"an interpolated upscale (a smaller copy, {other.upscale_of}, predicts its extra pixels)"
+    if step == "orientation":
+        return "the orientation most copies share" if kept_view else "a mirrored copy"
+    if step == "tones":
+        return "the tones most copies share" if kept_view else "a copy with edited tones or colours"
     if step == "effective":
         head = "highest effective resolution" if kept_view else "lower effective resolution"
         return f"{head} {effective[kept.key]:.1f} MP vs {effective[other.key]:.1f} MP{label}"

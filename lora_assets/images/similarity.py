@@ -46,7 +46,7 @@ OVERLAY_DIFFERENCE = 24
 # ... inside one box of at most this share of the frame, holding at least this share of the
 # disagreement, make a copy with an overlay.
 OVERLAY_MAX_AREA = 0.2
-OVERLAY_SHARE = 0.5
+OVERLAY_SHARE = 0.4
 OVERLAY_CLEAR = 1.3  # the overlaid copy's box edge must stand out this much more
 MIRROR_MARGIN = 4  # bits by which the mirrored hash must be closer
 _LUMA = np.array([0.299, 0.587, 0.114])
@@ -66,7 +66,7 @@ class PairScore:
     gain: float = 0.0  # B's exposure relative to A in stops, when one constant gain explains it
     mirrored: bool = False
     overlay: float = 0.0  # share of the frame covered by an overlay on one copy
-    overlay_on: str = ""  # "a" or "b"
+    overlay_on: str = ""  # "a" or "b"; "" with an overlay: the copy carrying it is not known
     overlay_kind: str = ""  # "text banner", "caption strip", "watermark or logo"
 
     def relation(self, threshold: float) -> str | None:
@@ -111,8 +111,9 @@ def compare(a: ImageFeatures, b: ImageFeatures, crop_tolerant: bool = True) -> P
                 width = box[2]
                 scale = b_width / (width * a.width) if a_is_container else width * b_width / a.width
                 scored = _score_aligned(container, template, box, grid, True, scale)
-                if not a_is_container and scored.overlay_on:
-                    scored = replace(scored, overlay_on="b" if scored.overlay_on == "a" else "a")
+                if not a_is_container:  # scored as (B, A): turn it back to (A, B)
+                    swapped = {"a": "b", "b": "a", "": ""}[scored.overlay_on]
+                    scored = replace(scored, overlay_on=swapped, gain=-scored.gain)
                 if _total(scored) > _total(best):
                     best = scored
     best = replace(best, mirrored=mirrored)
@@ -262,7 +263,7 @@ def _score_aligned(
     colour = 1.0 - float(np.abs(_resize(a_rgb, 32, 32) - _resize(b_rgb, 32, 32)).mean()) / 255.0
     a, b = _gray(a_rgb), _gray(b_rgb)
     matched = match_tones(b, a)
-    gain = _bracket_gain(a, b)
+    gain = _bracket_gain(a_rgb, b_rgb)
     structure = _correlation(a, b)
     detail = _correlation(_band_pass(a), _band_pass(b))
     tone = 1.0 - float(np.abs(a - matched).mean()) / 255.0
@@ -270,24 +271,31 @@ def _score_aligned(
     # The refitted curve finds overlays that bend a first fit; the first fit finds faint ones
     # (a see-through logo) whose pixels the refit takes back in.
     first = _tone_curve(b, a, np.ones(b.shape, dtype=bool))
-    overlay = _overlay(a, matched) or _overlay(a, first)
-    if overlay is None:
+    boxes = _overlay(a, matched) or _overlay(a, first)
+    if not boxes:
         return score
-    keep, on, kind = overlay
-    masked = PairScore(
-        grid,
-        colour,
-        _correlation(a[keep], b[keep]),
-        _correlation(_band_pass(a)[keep], _band_pass(b)[keep]),
-        cropped,
-        scale,
-        1.0 - float(np.abs(a - matched)[keep].mean()) / 255.0,
-        gain,
-        overlay=float(1.0 - keep.mean()),
-        overlay_on=on,
-        overlay_kind=kind,
-    )
-    return masked
+    if not boxes[0][1]:
+        keep, _, kind = boxes[0]
+        return replace(score, overlay=float(1.0 - keep.mean()), overlay_kind=kind)
+    masked = [
+        PairScore(
+            grid,
+            colour,
+            _correlation(a[keep], b[keep]),
+            _correlation(_band_pass(a)[keep], _band_pass(b)[keep]),
+            cropped,
+            scale,
+            1.0 - float(np.abs(a - matched)[keep].mean()) / 255.0,
+            gain,
+            overlay=float(1.0 - keep.mean()),
+            overlay_on=on,
+            overlay_kind=kind,
+        )
+        for keep, on, kind in boxes
+    ]
+    # The box that leaves the best agreement; a larger one only if it is clearly better.
+    best = max(_total(m) for m in masked)
+    return min((m for m in masked if _total(m) >= best - 0.005), key=lambda m: m.overlay)
 
 
 def match_tones(source: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -306,32 +314,46 @@ def match_tones(source: np.ndarray, reference: np.ndarray) -> np.ndarray:
 def _tone_curve(source: np.ndarray, reference: np.ndarray, use: np.ndarray) -> np.ndarray:
     """The median reference level at each source level (over `use`), made monotone; levels whose
     reference values scatter widely are left out of the fit."""
-    bins = np.clip((source / 8.0).astype(np.int64), 0, 31)
-    centres, levels, spreads = [], [], []
-    for level in range(32):
-        inside = (bins == level) & use
-        values = reference[inside]
-        if values.size >= 4:
-            low, median, high = np.percentile(values, [25, 50, 75])
-            centres.append(float(source[inside].mean()))
-            levels.append(float(median))
-            spreads.append(float(high - low))
-    if len(centres) < 2:
+    bins = np.clip((source / 8.0).astype(np.int64), 0, 31)[use]
+    values = reference[use]
+    counts = np.bincount(bins, minlength=32)
+    present = np.flatnonzero(counts >= 4)
+    if len(present) < 2:
         return source + (float(reference.mean()) - float(source.mean()))
-    spread = np.array(spreads)
-    fit = spread <= max(24.0, 3.0 * float(np.median(spread)))
+    # Quartiles per level from one sort by (level, reference value).
+    ordered = values[np.lexsort((values, bins))]
+    starts = np.cumsum(counts) - counts
+    sizes = counts[present] - 1
+    quartile = {q: ordered[starts[present] + np.floor(sizes * q).astype(np.int64)] for q in (0.25, 0.5, 0.75)}
+    centres = np.bincount(bins, weights=source[use], minlength=32)[present] / counts[present]
+    levels = quartile[0.5]
+    spreads = quartile[0.75] - quartile[0.25]
+    fit = spreads <= max(24.0, 3.0 * float(np.median(spreads)))
     if fit.sum() < 2:
         fit[:] = True
-    curve = np.maximum.accumulate(np.array(levels)[fit])
-    return np.interp(source, np.array(centres)[fit], curve)
+    curve = np.maximum.accumulate(levels[fit])
+    return np.interp(source, centres[fit], curve)
 
 
-def _bracket_gain(a: np.ndarray, b: np.ndarray) -> float:
+def _bracket_gain(a_rgb: np.ndarray, b_rgb: np.ndarray) -> float:
     """B's exposure relative to A in stops when one constant gain in linear light explains the
-    pair (an exposure bracket), else 0. A grade or a tone curve gives gains that vary with level."""
+    pair (an exposure bracket), else 0. A grade or a tone curve gives gains that vary with level.
+
+    Measured on luminance, then, failing that, channel by channel: an exposure clips each channel
+    on its own, so in a saturated colour (a yellow petal) the brightest channel clips while the
+    luminance does not, and the luminance gains less than the exposure, by varying amounts. A
+    grade's saturation gains differ between channels, so they do not look constant there either.
+    Luminance is still needed for a black-and-white copy, which has no channels to compare."""
+    grey = _constant_gain(_gray(a_rgb)[..., None], _gray(b_rgb)[..., None])
+    return grey if grey else _constant_gain(a_rgb, b_rgb)
+
+
+def _constant_gain(a: np.ndarray, b: np.ndarray) -> float:
+    """The median gain in stops over the samples (pixels x channels) unclipped in both, when at
+    least a fifth of the pixels have one and three quarters of them gain BRACKET_CONSISTENT."""
     lin_a, lin_b = (np.clip(x / 255.0, 0.0, 1.0) ** 2.2 for x in (a, b))
     usable = (lin_a > 0.02) & (lin_a < 0.85) & (lin_b > 0.02) & (lin_b < 0.85)
-    if usable.mean() < 0.2:
+    if usable.any(axis=-1).mean() < 0.2:
         return 0.0
     stops = np.log2(lin_b[usable] / lin_a[usable])
     low, median, high = np.percentile(stops, [25, 50, 75])
@@ -340,14 +362,19 @@ def _bracket_gain(a: np.ndarray, b: np.ndarray) -> float:
     return float(median) if consistent and abs(median) >= BRACKET_STOPS else 0.0
 
 
-def _overlay(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, str, str] | None:
-    """(mask of the pixels outside the overlay, the copy carrying it, its kind) when one box of at
-    most OVERLAY_MAX_AREA of the frame holds at least OVERLAY_SHARE of the disagreement."""
+def _overlay(a: np.ndarray, b: np.ndarray) -> list[tuple[np.ndarray, str, str]]:
+    """Ways to leave an overlay out: (mask of the pixels outside it, the copy carrying it, its
+    kind) for the densest box of disagreement and for the bands across the frame through it (a
+    banner's fill can match a dark photo, leaving only its text to find). None found: [].
+
+    The box must be at most OVERLAY_MAX_AREA of the frame, hold at least OVERLAY_SHARE of the
+    disagreement, and show a straight edge in one copy clearly more than in the other."""
     difference = _gaussian(np.abs(a - b), 1.0)
     bar = max(10.0, min(OVERLAY_DIFFERENCE, 6.0 * float(np.median(difference))))
     strong = difference > bar
-    if strong.mean() < 0.002:
-        return None
+    total = float(difference.sum())
+    if strong.mean() < 0.002 or total <= 0:
+        return []
     # The densest box of strong pixels (rows, then columns within them), grown by two pixels for
     # the blur; stray pixels elsewhere (a grade's hue shifts, JPEG noise) do not stretch it.
     height, width = a.shape
@@ -356,19 +383,28 @@ def _overlay(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, str, str] | None
     core = (core_y0, core_y1, core_x0, core_x1)
     y0, y1 = max(0, core_y0 - 2), min(height, core_y1 + 2)
     x0, x1 = max(0, core_x0 - 2), min(width, core_x1 + 2)
-    area = (y1 - y0) * (x1 - x0) / (height * width)
-    if area > OVERLAY_MAX_AREA:
-        return None
-    keep = np.ones_like(strong)
-    keep[y0:y1, x0:x1] = False
-    total = float(difference.sum())
-    if total <= 0 or float(difference[~keep].sum()) < OVERLAY_SHARE * total:
-        return None
+    if (y1 - y0) * (x1 - x0) > OVERLAY_MAX_AREA * height * width:
+        return []
+    if float(difference[y0:y1, x0:x1].sum()) < OVERLAY_SHARE * total:
+        return []
     step_a, step_b = _edge_step(a, core), _edge_step(b, core)
-    if max(step_a, step_b) < OVERLAY_CLEAR * min(step_a, step_b):
-        return None  # no copy shows an overlay's edge: a local difference of tone, not an overlay
-    spans = (x1 - x0) >= 0.9 * width and (y0 == 0 or y1 == height)
-    return keep, "a" if step_a > step_b else "b", "text banner" if spans else "watermark or logo"
+    # Neither copy shows an overlay's edge clearly: the side is left open ("") for the group to
+    # settle, and the pair is scored without masking (it may be a local change of the scene).
+    clear = max(step_a, step_b) >= OVERLAY_CLEAR * min(step_a, step_b)
+    on = ("a" if step_a > step_b else "b") if clear else ""
+    found = []
+    for box in ((y0, y1, x0, x1), (y0, y1, 0, width), (0, height, x0, x1)):
+        top, bottom, left, right = box
+        if (bottom - top) * (right - left) > OVERLAY_MAX_AREA * height * width:
+            continue
+        keep = np.ones(a.shape, dtype=bool)
+        keep[top:bottom, left:right] = False
+        near_edge = 3
+        band = (right - left >= 0.6 * width and (top <= near_edge or bottom >= height - near_edge)) or (
+            bottom - top >= 0.6 * height and (left <= near_edge or right >= width - near_edge)
+        )
+        found.append((keep, on, "text banner" if band else "watermark or logo"))
+    return found
 
 
 def _dense_run(profile: np.ndarray) -> tuple[int, int]:

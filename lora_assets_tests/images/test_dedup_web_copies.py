@@ -81,8 +81,6 @@ KNOWN_GAPS = {
     ("watermark", "citrus-slices.jpg"): "which copy carries a faint logo is not decided in a pair",
     ("watermark", "dogs-at-window.jpg"): "which copy carries a faint logo is not decided in a pair",
     ("watermark", "suspension-bridge-night.jpg"): "which copy carries a faint logo is not decided in a pair",
-    ("sharpened-upscale", "citrus-slices.jpg"): "sharpening lifts an upscale's measured detail",
-    ("sharpened-upscale", "dogs-at-window.jpg"): "sharpening lifts an upscale's measured detail",
 }
 CASES = [
     pytest.param(kind, photo, marks=[pytest.mark.xfail(reason=KNOWN_GAPS[kind, photo], strict=True)])
