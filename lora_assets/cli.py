@@ -238,7 +238,7 @@ class ProgressBars:
         from tqdm import tqdm
 
         if stage not in self.bars:
-            unit = "pair" if stage == "verifying" else "img"
+            unit = "pair" if stage.startswith("verifying") else "img"
             self.bars[stage] = tqdm(total=total, desc=stage, unit=unit, leave=False)
         self.bars[stage].update(done - self.bars[stage].n)
 
@@ -262,6 +262,7 @@ def dedup_document(result: DedupResult, directory: Path) -> dict[str, Any]:
                 "keep": shown(group.kept[0]),
                 "drop": [shown(key) for key in group.dropped],
                 "reason": group.reason,
+                "reasons": {shown(key): group.reasons[key] for key in [*group.kept, *group.dropped]},
                 "scores": {shown(key): value for key, value in group.scores.items()},
             }
             for group in result.groups

@@ -93,6 +93,8 @@ def test_dedup_command_prints_the_documented_json_and_touches_nothing(tmp_path):
     assert group["drop"] == [str(folder / "sub" / "citrus-small.jpg")]
     assert group["reason"].startswith("kept: ")
     assert set(group["scores"]) == {group["keep"], *group["drop"]}
+    assert set(group["reasons"]) == {group["keep"], *group["drop"]}
+    assert group["reasons"][group["drop"][0]].startswith("dropped: duplicate of citrus.jpg; ")
     assert document["unique"] == [str(folder / "dogs.jpg")]
     assert document["rejected"] == [
         {"path": str(folder / "broken.jpg"), "error": document["rejected"][0]["error"]}

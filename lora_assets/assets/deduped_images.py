@@ -10,14 +10,14 @@ from lora_assets.assets.stage_asset import stage_asset
 from lora_assets.assets.subject_run import SubjectRun
 from lora_assets.digests import hash_lines, short_version
 from lora_assets.images.contact_sheet import Tile, contact_sheet, markdown_image
-from lora_assets.images.dedup import Deduplicator, DedupResult
+from lora_assets.images.dedup import DEDUP_STAGES, Deduplicator, DedupResult
 from lora_assets.images.detail import DETAIL_VERSION
 from lora_assets.images.features import FEATURES_VERSION
 from lora_assets.images.inventory import thumbnail_path
 from lora_assets.images.workers import Photo
 from lora_assets.layout import SubjectFiles
 
-ALGORITHM_VERSION = 1
+ALGORITHM_VERSION = 2
 SHEET_GROUPS = 6
 SHEET_MEMBERS = 6
 DEDUP_COUNTERS = (
@@ -51,7 +51,7 @@ def run_dedup(run: SubjectRun, manifest: pd.DataFrame) -> DedupResult:
         Photo(path, run.files.photos / path, sha)
         for sha, path in zip(manifest["sha256"], manifest["path"], strict=True)
     ]
-    progress = {stage: run.progress(stage) for stage in ("hashing", "verifying", "scoring detail")}
+    progress = {stage: run.progress(stage) for stage in DEDUP_STAGES}
     result = Deduplicator(
         run.settings.dedup,
         run.settings.ingest.max_pixels,
@@ -71,8 +71,9 @@ def run_dedup(run: SubjectRun, manifest: pd.DataFrame) -> DedupResult:
     raw_images,
     code_version=f"dedup-{ALGORITHM_VERSION}.{FEATURES_VERSION}.{DETAIL_VERSION}",
     kinds={"python", "parquet"},
-    description="Near-duplicate groups (re-saves, rescales, thumbnails, upscales, trims, blurred "
-    "copies) with the copy holding the most real detail kept; bursts are reported as similar.",
+    description="Near-duplicate groups (re-saves, rescales, thumbnails, upscales, trims, blurred, "
+    "mirrored, graded, black-and-white, captioned, bannered and watermarked copies) with the clean "
+    "copy holding the most real detail kept, and why; bursts and brackets are reported as similar.",
 )
 def deduped_images(run: SubjectRun) -> dg.MaterializeResult:
     files = run.files

@@ -47,6 +47,9 @@ class Group:
     similarity: dict[str, float]
 
 
+# Progress stages, in order: hashing every photo, verifying candidate pairs, then every other pair
+# inside clusters of duplicates, then scoring the detail of group members.
+DEDUP_STAGES = ("hashing", "verifying", "verifying clusters", "scoring detail")
 # A member of a group of three or more may fail against a quarter of it (see grouping).
 GROUP_JOIN_SHARE = 0.75
 # A copy is black-and-white below GREY_CHROMA when another copy is in colour above COLOUR_CHROMA.

@@ -73,3 +73,22 @@ def test_changing_only_dedup_settings_leaves_raw_images_fresh(graph):
     graph.observe()
     assert graph.stale_status("raw_images", "alice") == "FRESH"
     assert graph.stale_status("deduped_images", "alice") == "STALE"
+
+
+def test_web_copies_are_grouped_with_the_clean_copy_first_and_the_reason_named(graph):
+    images = add_subject(graph.layout, "alice", ["citrus-slices.jpg"])
+    source = sample_photo("citrus-slices.jpg")
+    pf.variant_banner(source, images / "citrus-banner.jpg", fraction=0.12, top=True)
+    pf.variant_bw(source, images / "citrus-bw.jpg", mode="L")
+    pf.variant_mirror(source, images / "citrus-mirror.jpg", quality=88)
+    graph.register("alice")
+
+    meta = graph.metadata(graph.materialize("raw_images,deduped_images", "alice"), "deduped_images")
+
+    assert meta["groups"] == 1 and meta["selected"] == 1
+    groups = pd.read_parquet(graph.layout.work_dir("alice", "deduped_images") / "groups.parquet")
+    assert groups["path"].iloc[0] == "citrus-slices.jpg" and bool(groups["kept"].iloc[0])
+    reasons = groups.set_index("path")["reason"]
+    assert "banner" in reasons["citrus-banner.jpg"] and "% of the frame" in reasons["citrus-banner.jpg"]
+    assert "black-and-white" in reasons["citrus-bw.jpg"]
+    assert "citrus-mirror.jpg" in meta["groups_table"]
