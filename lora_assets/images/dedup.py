@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -151,7 +151,13 @@ class Deduplicator(ImageWorkers):
             details = self._details([p for g in multi for p in g], pool)
             self.seconds["scoring detail"] = time.perf_counter() - before_detail
         by_keys = {(ok[i].key, ok[j].key): score for (i, j), score in scores.items()}
-        groups = [self._decide(members, features, details, by_keys) for members in multi]
+        before_keep_best = time.perf_counter()
+        # Keep-best per group on threads: its array work (resampling, least squares) frees the GIL.
+        with ThreadPoolExecutor(max_workers=self.workers) as threads:
+            groups = list(
+                threads.map(lambda members: self._decide(members, features, details, by_keys), multi)
+            )
+        self.seconds["keep-best"] = time.perf_counter() - before_keep_best
         self.seconds["total"] = time.perf_counter() - started
         grouped = {p.key for g in multi for p in g}
         drop = set(self.settings.drop)

@@ -24,7 +24,7 @@ from PIL import Image
 from lora_assets.images.decode import decode_oriented
 from lora_assets.images.jpeg_quality import estimate_jpeg_quality
 
-HASH_DECODE_SIDE = 512
+HASH_DECODE_SIDE = 256
 GRID_SIDE = 32
 THUMB_SIDE = 128
 CENTER_KEEP = 0.84

@@ -119,7 +119,8 @@ class ImageWorkers:
 
     def _map(self, pool: Executor, job: Callable[[T], R], items: list[T], stage: str) -> list[R]:
         results: list[R] = []
-        chunk = max(1, min(16, len(items) // (self.workers * 4) or 1))
+        # Small chunks: one slow file (a large PNG) at the end of a big chunk idles the other cores.
+        chunk = max(1, min(8, len(items) // (self.workers * 8) or 1))
         for result in pool.map(job, items, chunksize=chunk):
             results.append(result)
             if self.progress:
