@@ -29,7 +29,6 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable
 from pathlib import Path
 
 import imagehash
@@ -48,31 +47,13 @@ from benchmarks.dedup_dataset import (
 )
 from lora_assets.images.candidates import candidate_pairs
 from lora_assets.images.dedup import Deduplicator
-from lora_assets.images.grouping import group_items
+from lora_assets.images.grouping import components, group_items
 from lora_assets.images.workers import MeasureCache, Photo
 from lora_assets.settings import DedupSettings
 
 RESULTS = Path(__file__).resolve().parent / "results"
 LARGE_SIDE = (6600, 4400)  # 29 MP, so 4 % crops stay above 24 MP
 MID_COUNT = 200
-
-
-def components(n: int, pairs: Iterable[tuple[int, int]]) -> list[list[int]]:
-    """Connected components (what single-linkage tools report)."""
-    parent = list(range(n))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for i, j in pairs:
-        parent[find(i)] = find(j)
-    groups: dict[int, list[int]] = {}
-    for i in range(n):
-        groups.setdefault(find(i), []).append(i)
-    return list(groups.values())
 
 
 Grouping = tuple[list[list[str]], set[str]]  # predicted groups (files) and the kept files
@@ -348,7 +329,7 @@ def accuracy(folder: Path, quick: bool = False, per_kind: bool = True, extra: bo
 def build_large(folder: Path, count: int, copies: int) -> list[Path]:
     """`count` JPEGs of >= 24 MP with film-like grain (the entropy of real camera files), of which
     `copies` are near-duplicates of others (4 % crops and q70 re-saves), so keep-best is timed too."""
-    folder = folder / f"{count}-{copies}"
+    folder = folder / f"{count}-{copies}-v2"  # v2: extra pictures are other framings, not mirror images
     folder.mkdir(parents=True, exist_ok=True)
     existing = sorted(folder.glob("*.jpg"))
     if len(existing) >= count:
@@ -360,8 +341,8 @@ def build_large(folder: Path, count: int, copies: int) -> list[Path]:
         source = sources[index % len(sources)]
         image = Image.open(source).convert("RGB")
         size = LARGE_SIDE if image.width >= image.height else LARGE_SIDE[::-1]
-        if index >= len(sources):
-            image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        if index >= len(sources):  # another picture: the left 70 % of the frame (a mirror image is a copy)
+            image = image.crop((0, 0, round(image.width * 0.7), image.height))
         big = np.asarray(image.resize(size, Image.Resampling.BICUBIC), dtype=np.int16)
         big = np.clip(big + rng.normal(0, 3.0, big.shape[:2])[..., None], 0, 255).astype(np.uint8)
         path = folder / f"large-{index:02d}.jpg"

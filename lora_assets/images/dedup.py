@@ -20,7 +20,7 @@ from lora_assets.images.candidates import candidate_pairs
 from lora_assets.images.decode import ImageRejected
 from lora_assets.images.detail import DetailMeasure
 from lora_assets.images.features import ImageFeatures
-from lora_assets.images.grouping import group_items
+from lora_assets.images.grouping import components, group_items
 from lora_assets.images.interpolation import SOURCE_SHARE, UPSCALE_SHARE, unexplained_share
 from lora_assets.images.keep_best import DENSITY_STEP, Candidate, choose
 from lora_assets.images.similarity import PairScore
@@ -446,20 +446,7 @@ def _chroma(features: ImageFeatures) -> float:
 
 def cluster_pairs(count: int, links: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
     """Every (i, j), i < j, within the connected components of `links`."""
-    parent = list(range(count))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for i, j in links:
-        parent[root(i)] = root(j)
-    members: dict[int, list[int]] = {}
-    for i in range(count):
-        members.setdefault(root(i), []).append(i)
-    return [(i, j) for group in members.values() for k, i in enumerate(group) for j in group[k + 1 :]]
+    return [(i, j) for group in components(count, links) for k, i in enumerate(group) for j in group[k + 1 :]]
 
 
 def _forbidden_pairs(groups: Iterable[Sequence[str]]) -> set[frozenset[str]]:

@@ -58,3 +58,22 @@ def _joins(
     if len(group) < 3:
         return all(member in links for member in group)
     return sum(member in links for member in group) >= min_share * len(group)
+
+
+def components(count: int, links: Iterable[tuple[int, int]]) -> list[list[int]]:
+    """Connected components of items 0..count-1 under `links` (union-find): what single-linkage
+    tools report as groups, and the clusters whose every pair dedup verifies."""
+    parent = list(range(count))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, j in links:
+        parent[root(i)] = root(j)
+    members: dict[int, list[int]] = {}
+    for i in range(count):
+        members.setdefault(root(i), []).append(i)
+    return list(members.values())

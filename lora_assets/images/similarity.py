@@ -103,7 +103,10 @@ def compare(a: ImageFeatures, b: ImageFeatures, crop_tolerant: bool = True) -> P
     grid = grid_score(a.grid, b.grid[:, ::-1] if mirrored else b.grid)
     b_width = b.width
     best = _score_aligned(a_thumb, b_thumb, (0.0, 0.0, 1.0, 1.0), grid, False, b_width / a.width)
-    if crop_tolerant and best.relation(0.95) != "duplicate":
+    # A crop is searched unless the whole frames already match, or match once an overlay is left
+    # out (a banner along an edge would otherwise pass for a trim that cuts it off).
+    overlaid = bool(best.overlay_on) and best.relation(0.9) == "duplicate"
+    if crop_tolerant and best.relation(0.95) != "duplicate" and not overlaid:
         for container, template, a_is_container in ((a_thumb, b_thumb, True), (b_thumb, a_thumb, False)):
             box = _locate(container, template)
             if box is not None and box != (0.0, 0.0, 1.0, 1.0):
@@ -367,8 +370,9 @@ def _overlay(a: np.ndarray, b: np.ndarray) -> list[tuple[np.ndarray, str, str]]:
     kind) for the densest box of disagreement and for the bands across the frame through it (a
     banner's fill can match a dark photo, leaving only its text to find). None found: [].
 
-    The box must be at most OVERLAY_MAX_AREA of the frame, hold at least OVERLAY_SHARE of the
-    disagreement, and show a straight edge in one copy clearly more than in the other."""
+    Each box must be at most OVERLAY_MAX_AREA of the frame and hold at least OVERLAY_SHARE of the
+    disagreement; the copy carrying it shows a straight edge around the densest box clearly more
+    than the other does."""
     difference = _gaussian(np.abs(a - b), 1.0)
     bar = max(10.0, min(OVERLAY_DIFFERENCE, 6.0 * float(np.median(difference))))
     strong = difference > bar
@@ -383,9 +387,13 @@ def _overlay(a: np.ndarray, b: np.ndarray) -> list[tuple[np.ndarray, str, str]]:
     core = (core_y0, core_y1, core_x0, core_x1)
     y0, y1 = max(0, core_y0 - 2), min(height, core_y1 + 2)
     x0, x1 = max(0, core_x0 - 2), min(width, core_x1 + 2)
-    if (y1 - y0) * (x1 - x0) > OVERLAY_MAX_AREA * height * width:
-        return []
-    if float(difference[y0:y1, x0:x1].sum()) < OVERLAY_SHARE * total:
+    boxes = [
+        (top, bottom, left, right)
+        for top, bottom, left, right in ((y0, y1, x0, x1), (y0, y1, 0, width), (0, height, x0, x1))
+        if (bottom - top) * (right - left) <= OVERLAY_MAX_AREA * height * width
+        and float(difference[top:bottom, left:right].sum()) >= OVERLAY_SHARE * total
+    ]
+    if not boxes:
         return []
     step_a, step_b = _edge_step(a, core), _edge_step(b, core)
     # Neither copy shows an overlay's edge clearly: the side is left open ("") for the group to
@@ -393,10 +401,7 @@ def _overlay(a: np.ndarray, b: np.ndarray) -> list[tuple[np.ndarray, str, str]]:
     clear = max(step_a, step_b) >= OVERLAY_CLEAR * min(step_a, step_b)
     on = ("a" if step_a > step_b else "b") if clear else ""
     found = []
-    for box in ((y0, y1, x0, x1), (y0, y1, 0, width), (0, height, x0, x1)):
-        top, bottom, left, right = box
-        if (bottom - top) * (right - left) > OVERLAY_MAX_AREA * height * width:
-            continue
+    for top, bottom, left, right in boxes:
         keep = np.ones(a.shape, dtype=bool)
         keep[top:bottom, left:right] = False
         near_edge = 3
