@@ -396,21 +396,30 @@ def _overlaid_members(
 ) -> dict[str, tuple[float, str]]:
     """The members that carry an overlay, with its share of the frame and kind. Pairs that could
     not tell which copy carries it settle it by consensus: in a group of three or more, a member
-    with such a pair against more than half of the others carries one."""
+    with such a pair against more than half of the others carries one. In a group of two, the
+    copy its overlay's edge leans to carries it."""
     overlays: dict[str, tuple[float, str]] = {}
     open_pairs: dict[str, list[tuple[float, str]]] = {key: [] for key in keys}
+    leaning: list[tuple[str, str, tuple[float, str]]] = []
     for i, first in enumerate(keys):
         for second in keys[i + 1 :]:
             score, flipped = pair(first, second)
+            found = (score.overlay, score.overlay_kind)
             if score.overlay_on:
                 key = first if (score.overlay_on == "a") != flipped else second
-                overlays[key] = max(overlays.get(key, (0.0, "")), (score.overlay, score.overlay_kind))
+                overlays[key] = max(overlays.get(key, (0.0, "")), found)
             elif score.overlay:
-                for key in (first, second):
-                    open_pairs[key].append((score.overlay, score.overlay_kind))
+                open_pairs[first].append(found)
+                open_pairs[second].append(found)
+                lean, other = (first, second) if (score.overlay_lean == "a") != flipped else (second, first)
+                leaning.append((lean, other, found))
     for key, found in open_pairs.items():
         if len(keys) >= 3 and len(found) * 2 > len(keys) - 1:
             overlays.setdefault(key, max(found))
+    if len(keys) == 2:  # no consensus to ask
+        for lean, other, found in leaning:
+            if lean not in overlays and other not in overlays:
+                overlays[lean] = found
     return overlays
 
 

@@ -66,7 +66,8 @@ class PairScore:
     gain: float = 0.0  # B's exposure relative to A in stops, when one constant gain explains it
     mirrored: bool = False
     overlay: float = 0.0  # share of the frame covered by an overlay on one copy
-    overlay_on: str = ""  # "a" or "b"; "" with an overlay: the copy carrying it is not known
+    overlay_on: str = ""  # "a" or "b"; "" with an overlay: the copy carrying it is not known ...
+    overlay_lean: str = ""  # ... but its edge leans this way
     overlay_kind: str = ""  # "text banner", "caption strip", "watermark or logo"
 
     def relation(self, threshold: float) -> str | None:
@@ -115,8 +116,13 @@ def compare(a: ImageFeatures, b: ImageFeatures, crop_tolerant: bool = True) -> P
                 scale = b_width / (width * a.width) if a_is_container else width * b_width / a.width
                 scored = _score_aligned(container, template, box, grid, True, scale)
                 if not a_is_container:  # scored as (B, A): turn it back to (A, B)
-                    swapped = {"a": "b", "b": "a", "": ""}[scored.overlay_on]
-                    scored = replace(scored, overlay_on=swapped, gain=-scored.gain)
+                    swap = {"a": "b", "b": "a", "": ""}
+                    scored = replace(
+                        scored,
+                        overlay_on=swap[scored.overlay_on],
+                        overlay_lean=swap[scored.overlay_lean],
+                        gain=-scored.gain,
+                    )
                 if _total(scored) > _total(best):
                     best = scored
     best = replace(best, mirrored=mirrored)
@@ -277,9 +283,9 @@ def _score_aligned(
     boxes = _overlay(a, matched) or _overlay(a, first)
     if not boxes:
         return score
-    if not boxes[0][1]:
-        keep, _, kind = boxes[0]
-        return replace(score, overlay=float(1.0 - keep.mean()), overlay_kind=kind)
+    if boxes[0][1].endswith("?"):
+        keep, lean, kind = boxes[0]
+        return replace(score, overlay=float(1.0 - keep.mean()), overlay_kind=kind, overlay_lean=lean[0])
     masked = [
         PairScore(
             grid,
@@ -371,8 +377,8 @@ def _overlay(a: np.ndarray, b: np.ndarray) -> list[tuple[np.ndarray, str, str]]:
     banner's fill can match a dark photo, leaving only its text to find). None found: [].
 
     Each box must be at most OVERLAY_MAX_AREA of the frame and hold at least OVERLAY_SHARE of the
-    disagreement; the copy carrying it shows a straight edge around the densest box clearly more
-    than the other does."""
+    disagreement; the copy carrying it shows a straight edge around the first such box clearly
+    more than the other does."""
     difference = _gaussian(np.abs(a - b), 1.0)
     bar = max(10.0, min(OVERLAY_DIFFERENCE, 6.0 * float(np.median(difference))))
     strong = difference > bar
@@ -395,11 +401,14 @@ def _overlay(a: np.ndarray, b: np.ndarray) -> list[tuple[np.ndarray, str, str]]:
     ]
     if not boxes:
         return []
-    step_a, step_b = _edge_step(a, core), _edge_step(b, core)
-    # Neither copy shows an overlay's edge clearly: the side is left open ("") for the group to
-    # settle, and the pair is scored without masking (it may be a local change of the scene).
+    # The edge is looked for around the core when it holds its share, else around the band.
+    top, bottom, left, right = boxes[0]
+    edge = core if boxes[0] == (y0, y1, x0, x1) else (top, bottom, left, right)
+    step_a, step_b = _edge_step(a, edge), _edge_step(b, edge)
+    # Neither copy shows an overlay's edge clearly: the side is left open ("a?": it leans to a) for
+    # the group to settle, and the pair is scored without masking (it may be a change of scene).
     clear = max(step_a, step_b) >= OVERLAY_CLEAR * min(step_a, step_b)
-    on = ("a" if step_a > step_b else "b") if clear else ""
+    on = ("a" if step_a > step_b else "b") + ("" if clear else "?")
     found = []
     for top, bottom, left, right in boxes:
         keep = np.ones(a.shape, dtype=bool)
