@@ -129,24 +129,7 @@ class Deduplicator(ImageWorkers):
             ok = [p for p in photos if p.key in features]
             relations, scores = self._relations(ok, features, pool)
             self.seconds["verifying"] = time.perf_counter() - started - self.seconds["hashing"]
-            order = sorted(
-                range(len(ok)),
-                key=lambda i: (-features[ok[i].key].width * features[ok[i].key].height, ok[i].key),
-            )
-            accept = ("duplicate", "similar") if self.settings.drop_similar else ("duplicate",)
-            keys = [p.key for p in ok]
-            apart = (
-                {
-                    frozenset((i, j))
-                    for i in range(len(ok))
-                    for j in range(i + 1, len(ok))
-                    if frozenset((keys[i], keys[j])) in _forbidden_pairs(self.settings.not_duplicates)
-                }
-                if self.settings.not_duplicates
-                else set()
-            )
-            index_groups = group_items(order, relations, accept, GROUP_JOIN_SHARE, apart)
-            multi = [[ok[i] for i in g] for g in index_groups if len(g) > 1]
+            multi = self._group(ok, features, relations)
             before_detail = time.perf_counter()
             details = self._details([p for g in multi for p in g], pool)
             self.seconds["scoring detail"] = time.perf_counter() - before_detail
@@ -159,6 +142,36 @@ class Deduplicator(ImageWorkers):
             )
         self.seconds["keep-best"] = time.perf_counter() - before_keep_best
         self.seconds["total"] = time.perf_counter() - started
+        return self._result(photos, ok, multi, groups, relations, scores, rejected)
+
+    def _group(
+        self, ok: list[Photo], features: dict[str, ImageFeatures], relations: dict[tuple[int, int], str]
+    ) -> list[list[Photo]]:
+        """Groups of two or more (largest photos found groups first; pinned-apart pairs never meet)."""
+        order = sorted(
+            range(len(ok)), key=lambda i: (-features[ok[i].key].width * features[ok[i].key].height, ok[i].key)
+        )
+        accept = ("duplicate", "similar") if self.settings.drop_similar else ("duplicate",)
+        forbidden = _forbidden_pairs(self.settings.not_duplicates)
+        apart = {
+            frozenset((i, j))
+            for i in range(len(ok))
+            for j in range(i + 1, len(ok))
+            if forbidden and frozenset((ok[i].key, ok[j].key)) in forbidden
+        }
+        index_groups = group_items(order, relations, accept, GROUP_JOIN_SHARE, apart)
+        return [[ok[i] for i in g] for g in index_groups if len(g) > 1]
+
+    def _result(
+        self,
+        photos: Sequence[Photo],
+        ok: list[Photo],
+        multi: list[list[Photo]],
+        groups: list[Group],
+        relations: dict[tuple[int, int], str],
+        scores: dict[tuple[int, int], PairScore],
+        rejected: list[dict[str, str]],
+    ) -> DedupResult:
         grouped = {p.key for g in multi for p in g}
         drop = set(self.settings.drop)
         similar = [
@@ -278,30 +291,7 @@ class Deduplicator(ImageWorkers):
             score, flipped = pair(members[0].key, key)
             return 1.0 / score.scale if flipped else score.scale
 
-        overlays = _overlaid_members([p.key for p in members], pair)
-        colourful = any(_chroma(features[p.key]) > COLOUR_CHROMA for p in members)
-        edits = _edit_distances({p.key: features[p.key] for p in members})
-        upscale_of, source_of, doubtful = _interpolation_evidence(members, details, pair, density, edits)
-        mirrored = {
-            p.key: p.key != members[0].key and pair(members[0].key, p.key)[0].mirrored for p in members
-        }
-        minority = sum(mirrored.values()) * 2 > len(members)  # the founder's orientation is the minority
-        candidates = [
-            _candidate(
-                p,
-                features[p.key],
-                details[p.key],
-                density(p.key),
-                overlay=_overlay_reason(*overlays[p.key]) if p.key in overlays else "",
-                colourless=colourful and _chroma(features[p.key]) < GREY_CHROMA,
-                upscale_of=upscale_of.get(p.key, ""),
-                source_of=frozenset(source_of.get(p.key, ())),
-                doubtful_over=frozenset(doubtful.get(p.key, ())),
-                edits=edits[p.key],
-                flipped=mirrored[p.key] != minority and sum(mirrored.values()) * 2 != len(members),
-            )
-            for p in members
-        ]
+        candidates = _candidates(members, features, details, pair, density)
         decision = choose(candidates)
         reasons = dict(decision.reasons)
         pinned_keep = [c.key for c in candidates if c.key in keep and c.key not in drop]
@@ -334,6 +324,40 @@ class Deduplicator(ImageWorkers):
             scores=decision.scores,
             similarity=similarity,
         )
+
+
+def _candidates(
+    members: list[Photo],
+    features: dict[str, ImageFeatures],
+    details: dict[str, DetailMeasure],
+    pair: Callable[[str, str], tuple[PairScore, bool]],
+    density: Callable[[str], float],
+) -> list[Candidate]:
+    """The members as keep-best sees them, with what their pairs and the group say of each."""
+    keys = [p.key for p in members]
+    overlays = _overlaid_members(keys, pair)
+    colourful = any(_chroma(features[key]) > COLOUR_CHROMA for key in keys)
+    edits = _edit_distances({key: features[key] for key in keys})
+    upscale_of, source_of, doubtful = _interpolation_evidence(members, details, pair, density, edits)
+    # Orientation against the founder's; the minority orientation (if there is one) is flipped.
+    mirrored = {key: key != keys[0] and pair(keys[0], key)[0].mirrored for key in keys}
+    votes = sum(mirrored.values()) * 2 - len(keys)  # > 0: most are mirrored against the founder
+    return [
+        _candidate(
+            p,
+            features[p.key],
+            details[p.key],
+            density(p.key),
+            overlay=_overlay_reason(*overlays[p.key]) if p.key in overlays else "",
+            colourless=colourful and _chroma(features[p.key]) < GREY_CHROMA,
+            upscale_of=upscale_of.get(p.key, ""),
+            source_of=frozenset(source_of.get(p.key, ())),
+            doubtful_over=frozenset(doubtful.get(p.key, ())),
+            edits=edits[p.key],
+            flipped=votes != 0 and mirrored[p.key] != (votes > 0),
+        )
+        for p in members
+    ]
 
 
 def _interpolation_evidence(

@@ -20,7 +20,7 @@ Criteria, in order, each with a tolerance so that measurement noise never decide
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -87,72 +87,22 @@ class Decision:
 
 
 def choose(members: Sequence[Candidate]) -> Decision:
-    """Pick the member to keep; every other member gets a reason naming the deciding criterion."""
+    """Pick the member to keep; every other member gets a reason naming the deciding criterion.
+
+    The rules (module docstring) run in order over the members still in contention; a rule that
+    would drop every one of them drops none."""
     if not members:
         raise ValueError("empty group")
     scale = {m.key: m.measure.effective_scale for m in members}
     effective = {m.key: m.native_mp * scale[m.key] ** 2 for m in members}
+    sharp: dict[str, float] = {}
     eliminated_at: dict[str, str] = {}
     contenders = list(members)
-    for step, flawed in (("overlay", lambda m: bool(m.overlay)), ("colour", lambda m: m.colourless)):
-        if any(not flawed(m) for m in contenders):
-            for member in contenders:
-                if flawed(member):
-                    eliminated_at[member.key] = step
-            contenders = [m for m in contenders if m.key not in eliminated_at]
-    interpolated = [m for m in contenders if m.upscale_of in {o.key for o in contenders}]
-    if len(interpolated) < len(contenders):
-        for member in interpolated:
-            eliminated_at[member.key] = "interpolation"
-        contenders = [m for m in contenders if m.key not in eliminated_at]
-    for member in contenders:
-        if any(other is not member and _more_detail(other, member) for other in contenders):
-            eliminated_at[member.key] = "effective"
-    contenders = [m for m in contenders if m.key not in eliminated_at]
-    # Sharpness at the lowest content density a contender offers (its grey copy may be smaller).
-    target = min(m.density * min(1.0, m.measure.gray.shape[1] / m.width) for m in contenders)
-    sharp = {
-        m.key: _contrast_sharpness(resize_gray(m.measure.gray, round(m.width * target / m.density)))
-        for m in contenders
-    }
-    # Sharpness only between copies of one pixel grid: sharpening an upscale adds edge contrast
-    # that a common-scale comparison would count as detail.
-    for member in contenders:
-        if any(
-            max(o.density, member.density) / min(o.density, member.density) < DENSITY_STEP
-            and sharp[member.key] * SHARPNESS_TOLERANCE < sharp[o.key]
-            for o in contenders
-        ):
-            eliminated_at[member.key] = "sharpness"
-    contenders = [m for m in contenders if m.key not in eliminated_at]
-    # Real detail per pixel: the copy whose pixels are not padding, unless the interpolation test
-    # showed the denser copy to hold detail beyond the ones that score higher (a soft original).
-    # A copy the interpolation test could not tell from an upscale of a smaller one loses to it.
-    keys = {m.key for m in contenders}
-    for member in contenders:
-        better = {o.key for o in contenders if scale[member.key] * SCALE_TOLERANCE < scale[o.key]}
-        if (better and not better <= member.source_of) or member.doubtful_over & keys:
-            eliminated_at[member.key] = "per-pixel"
-    contenders = [m for m in contenders if m.key not in eliminated_at]
-    # Among copies with the same real detail, the least edited: the majority orientation, then
-    # the tones and colours most members share (a grade or a black-and-white copy stands out).
-    edit_bar = max(EDIT_BAR, 2.0 * min(m.edits for m in contenders))
-    for step, edited in (("orientation", lambda m: m.flipped), ("tones", lambda m: m.edits > edit_bar)):
-        if any(not edited(m) for m in contenders):
-            for member in contenders:
-                if edited(member):
-                    eliminated_at[member.key] = step
-            contenders = [m for m in contenders if m.key not in eliminated_at]
-    steps: list[tuple[str, Callable[[Candidate], float], Callable[[float, float], bool]]] = [
-        ("quality", lambda m: float(m.quality), lambda best, v: v < 0 or v + QUALITY_TOLERANCE >= best),
-        ("size", lambda m: m.native_mp, lambda best, v: v >= best),
-    ]
-    for name, value, survives in steps:
-        best = max(value(m) for m in contenders)
-        for member in contenders:
-            if not survives(best, value(member)):
-                eliminated_at[member.key] = name
-        contenders = [m for m in contenders if m.key not in eliminated_at]
+    for name, losers in _rules(scale, sharp):
+        lost = losers(contenders)
+        if len(lost) < len(contenders):
+            eliminated_at.update({key: name for key in lost})
+            contenders = [m for m in contenders if m.key not in lost]
     kept = min(contenders, key=lambda m: (m.format not in LOSSLESS_FORMATS, -m.quality, m.key))
     measured = Measured(effective, scale, sharp)
     reasons = {kept.key: _kept_reason(kept, members, eliminated_at, measured)}
@@ -173,6 +123,64 @@ def choose(members: Sequence[Candidate]) -> Decision:
         for m in members
     }
     return Decision(kept.key, reasons, scores)
+
+
+Rule = Callable[[list[Candidate]], set[str]]
+
+
+def _rules(scale: dict[str, float], sharp: dict[str, float]) -> list[tuple[str, Rule]]:
+    """(name, the contenders it drops), in the order they apply; `sharp` is filled on the way."""
+
+    def keys(members: Iterable[Candidate]) -> set[str]:
+        return {m.key for m in members}
+
+    def quality(contenders: list[Candidate]) -> set[str]:
+        best = max(m.quality for m in contenders)
+        return keys(m for m in contenders if m.quality >= 0 and m.quality + QUALITY_TOLERANCE < best)
+
+    return [
+        ("overlay", lambda cs: keys(m for m in cs if m.overlay)),
+        ("colour", lambda cs: keys(m for m in cs if m.colourless)),
+        ("interpolation", lambda cs: keys(m for m in cs if m.upscale_of in keys(cs))),
+        ("effective", lambda cs: keys(m for m in cs if any(o is not m and _more_detail(o, m) for o in cs))),
+        ("sharpness", lambda cs: _less_sharp(cs, sharp)),
+        ("per-pixel", lambda cs: _padded(cs, scale)),
+        ("orientation", lambda cs: keys(m for m in cs if m.flipped)),
+        ("tones", lambda cs: keys(m for m in cs if m.edits > max(EDIT_BAR, 2.0 * min(o.edits for o in cs)))),
+        ("quality", quality),
+        ("size", lambda cs: keys(m for m in cs if m.native_mp < max(o.native_mp for o in cs))),
+    ]
+
+
+def _less_sharp(contenders: list[Candidate], sharp: dict[str, float]) -> set[str]:
+    """Clearly less sharp than a copy of the same pixel grid (sharpening an upscale adds edge
+    contrast that a common-scale comparison would count as detail), at the lowest content
+    density a contender offers (its grey copy may be smaller)."""
+    target = min(m.density * min(1.0, m.measure.gray.shape[1] / m.width) for m in contenders)
+    for m in contenders:
+        sharp[m.key] = _contrast_sharpness(resize_gray(m.measure.gray, round(m.width * target / m.density)))
+    return {
+        m.key
+        for m in contenders
+        if any(
+            max(o.density, m.density) / min(o.density, m.density) < DENSITY_STEP
+            and sharp[m.key] * SHARPNESS_TOLERANCE < sharp[o.key]
+            for o in contenders
+        )
+    }
+
+
+def _padded(contenders: list[Candidate], scale: dict[str, float]) -> set[str]:
+    """Real detail per pixel: the copy whose pixels are not padding, unless the interpolation
+    test showed the denser copy to hold detail beyond those that score higher (a soft original);
+    a copy the test could not tell from an upscale of a smaller contender loses to it."""
+    keys = {m.key for m in contenders}
+    lost = set()
+    for m in contenders:
+        better = {o.key for o in contenders if scale[m.key] * SCALE_TOLERANCE < scale[o.key]}
+        if (better and not better <= m.source_of) or m.doubtful_over & keys:
+            lost.add(m.key)
+    return lost
 
 
 def _contrast_sharpness(gray: np.ndarray) -> float:
