@@ -271,7 +271,7 @@ def _score_aligned(
     a_rgb, b_rgb = _resize(region, *size), _resize(template, *size)
     colour = 1.0 - float(np.abs(_resize(a_rgb, 32, 32) - _resize(b_rgb, 32, 32)).mean()) / 255.0
     a, b = _gray(a_rgb), _gray(b_rgb)
-    matched = match_tones(b, a)
+    matched, first = match_tones(b, a)
     gain = _bracket_gain(a_rgb, b_rgb)
     structure = _correlation(a, b)
     detail = _correlation(_band_pass(a), _band_pass(b))
@@ -279,7 +279,6 @@ def _score_aligned(
     score = PairScore(grid, colour, structure, detail, cropped, scale, tone, gain)
     # The refitted curve finds overlays that bend a first fit; the first fit finds faint ones
     # (a see-through logo) whose pixels the refit takes back in.
-    first = _tone_curve(b, a, np.ones(b.shape, dtype=bool))
     boxes = _overlay(a, matched) or _overlay(a, first)
     if not boxes:
         return score
@@ -307,17 +306,15 @@ def _score_aligned(
     return min((m for m in masked if _total(m) >= best - 0.005), key=lambda m: m.overlay)
 
 
-def match_tones(source: np.ndarray, reference: np.ndarray) -> np.ndarray:
+def match_tones(source: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """`source` with its grey levels mapped onto `reference`'s (same picture, aligned) by one
     monotone curve, which undoes a grade, a curve or a black-and-white conversion. The curve is
     fitted twice: the second time without the pixels the first fit left far off, which are an
-    overlay's fill or text, so it does not bend the curve for the rest of the picture."""
-    use = np.ones(source.shape, dtype=bool)
-    for _ in range(2):
-        matched = _tone_curve(source, reference, use)
-        residual = np.abs(reference - matched)
-        use = residual <= 3.0 * float(np.median(residual)) + 6.0
-    return matched
+    overlay's fill or text, so it does not bend the curve for the rest of the picture. Returns
+    the second fit and the first (which finds faint overlays that the second takes back in)."""
+    first = _tone_curve(source, reference, np.ones(source.shape, dtype=bool))
+    residual = np.abs(reference - first)
+    return _tone_curve(source, reference, residual <= 3.0 * float(np.median(residual)) + 6.0), first
 
 
 def _tone_curve(source: np.ndarray, reference: np.ndarray, use: np.ndarray) -> np.ndarray:
