@@ -1,4 +1,4 @@
-"""Per-image features for near-duplicate search, from one reduced decode (JPEG DCT scaling to ≈512 px).
+"""Per-image features for near-duplicate search, from one reduced decode (JPEG DCT scaling to ≈256 px).
 
 - `phash` (primary) and `dhash` (secondary): 64-bit perceptual hashes from `imagehash`;
 - `phash_center`: pHash of the central 84 %, which is what a copy trimmed by a few % a side
@@ -157,11 +157,11 @@ def caption_strip(gray: np.ndarray) -> tuple[float, float]:
 
 
 def compute_features(path: Path, max_pixels: int) -> ImageFeatures:
-    """Decode `path` reduced to about 512 px (EXIF orientation applied) and compute its features."""
+    """Decode `path` reduced to about 256 px (EXIF orientation applied) and compute its features."""
     decoded = decode_oriented(path, max_pixels, draft_side=HASH_DECODE_SIDE)
     image = decoded.image
     factor = max(image.size) // HASH_DECODE_SIDE
-    if factor > 1:  # the hashes work at 32 px; a box reduction to ~512 px first is 3x cheaper
+    if factor > 1:  # the hashes work at 32 px; a box reduction to ~256 px first is cheaper
         image = image.reduce(factor)
     quality = estimate_jpeg_quality(decoded.quantization)
     return features_of_image(image, *decoded.native_size, decoded.format, quality)
