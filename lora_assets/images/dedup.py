@@ -21,7 +21,7 @@ from lora_assets.images.decode import ImageRejected
 from lora_assets.images.detail import DetailMeasure
 from lora_assets.images.features import ImageFeatures
 from lora_assets.images.grouping import components, group_items
-from lora_assets.images.interpolation import SOURCE_SHARE, UPSCALE_SHARE, unexplained_share
+from lora_assets.images.interpolation import compare_grids
 from lora_assets.images.keep_best import DENSITY_STEP, Candidate, choose
 from lora_assets.images.similarity import PairScore
 from lora_assets.images.workers import (
@@ -350,7 +350,8 @@ def _candidates(
             density(p.key),
             overlay=_overlay_reason(*overlays[p.key]) if p.key in overlays else "",
             colourless=colourful and _chroma(features[p.key]) < GREY_CHROMA,
-            upscale_of=upscale_of.get(p.key, ""),
+            upscale_of=upscale_of.get(p.key, ("", 0.0))[0],
+            upscale_gain=upscale_of.get(p.key, ("", 0.0))[1],
             source_of=frozenset(source_of.get(p.key, ())),
             doubtful_over=frozenset(doubtful.get(p.key, ())),
             edits=edits[p.key],
@@ -366,13 +367,14 @@ def _interpolation_evidence(
     pair: Callable[[str, str], tuple[PairScore, bool]],
     density: Callable[[str], float],
     edits: dict[str, float],
-) -> tuple[dict[str, str], dict[str, set[str]], dict[str, set[str]]]:
-    """For each member, the smaller member it is shown to be an interpolated upscale of, the
+) -> tuple[dict[str, tuple[str, float]], dict[str, set[str]], dict[str, set[str]]]:
+    """For each member, the smaller member it is shown to be an interpolated upscale of (with the
+    gain it amplifies that member's detail by, when that is what shows it, else 0), the
     smaller members it is shown to hold real detail beyond, and those the test could not tell
     apart from its source (see interpolation). Each member is
     tested against the INTERPOLATION_PEERS members of the closest clearly coarser grid with the
     most real detail that show the whole frame (a crop or a caption strip would misalign it)."""
-    upscale_of: dict[str, str] = {}
+    upscale_of: dict[str, tuple[str, float]] = {}
     source_of: dict[str, set[str]] = {}
     doubtful: dict[str, set[str]] = {}
     for large in members:
@@ -387,16 +389,14 @@ def _interpolation_evidence(
         # predicted only from the picture it was made from, not from a grade of it.
         peers.sort(key=lambda small: (-round(density(small.key), 1), edits[small.key], small.key))
         for small in peers[:INTERPOLATION_PEERS]:
-            share = unexplained_share(
-                details[large.key], details[small.key], pair(large.key, small.key)[0].mirrored
-            )
-            if share is None:
-                continue
-            if share < UPSCALE_SHARE:
-                upscale_of.setdefault(large.key, small.key)
-            elif share >= SOURCE_SHARE:
+            mirrored = pair(large.key, small.key)[0].mirrored
+            evidence = compare_grids(details[large.key], details[small.key], mirrored)
+            verdict = evidence.verdict if evidence else ""
+            if evidence and verdict == "upscale":
+                upscale_of.setdefault(large.key, (small.key, evidence.sharpened_gain))
+            elif verdict == "source":
                 source_of.setdefault(large.key, set()).add(small.key)
-            else:
+            elif verdict == "doubtful":
                 doubtful.setdefault(large.key, set()).add(small.key)
     return upscale_of, source_of, doubtful
 
@@ -419,9 +419,11 @@ def _overlaid_members(
     keys: list[str], pair: Callable[[str, str], tuple[PairScore, bool]]
 ) -> dict[str, tuple[float, str]]:
     """The members that carry an overlay, with its share of the frame and kind. Pairs that could
-    not tell which copy carries it settle it by consensus: in a group of three or more, a member
-    with such a pair against more than half of the others carries one. In a group of two, the
-    copy its overlay's edge leans to carries it."""
+    not tell which copy carries it settle it by consensus in a group of three or more: a member
+    with such a pair against more than half of the others carries one, and so does the member of
+    such a pair that has more of them than its partner (a faint watermark is missed against some
+    copies, but the copy carrying it is the one every open pair has in common). In a group of
+    two, the copy its overlay's edge leans to carries it."""
     overlays: dict[str, tuple[float, str]] = {}
     open_pairs: dict[str, list[tuple[float, str]]] = {key: [] for key in keys}
     leaning: list[tuple[str, str, tuple[float, str]]] = []
@@ -437,13 +439,19 @@ def _overlaid_members(
                 open_pairs[second].append(found)
                 lean, other = (first, second) if (score.overlay_lean == "a") != flipped else (second, first)
                 leaning.append((lean, other, found))
-    for key, found in open_pairs.items():
-        if len(keys) >= 3 and len(found) * 2 > len(keys) - 1:
-            overlays.setdefault(key, max(found))
     if len(keys) == 2:  # no consensus to ask
         for lean, other, found in leaning:
             if lean not in overlays and other not in overlays:
                 overlays[lean] = found
+        return overlays
+    for key, found in open_pairs.items():
+        if len(found) * 2 > len(keys) - 1:
+            overlays.setdefault(key, max(found))
+    for first, second, _ in leaning:
+        hub = max((first, second), key=lambda key: len(open_pairs[key]))
+        tied = len(open_pairs[first]) == len(open_pairs[second])
+        if not tied and first not in overlays and second not in overlays:
+            overlays[hub] = max(open_pairs[hub])
     return overlays
 
 

@@ -36,7 +36,7 @@ COMMON_SIDE = 1024
 # Larger photos are analysed on a DCT-reduced decode (1/2, 1/4): a 24 MP JPEG then costs 60 %.
 ANALYSIS_PIXELS = 12_000_000
 SATURATION_START, SATURATION_END = 0.75, 0.95
-DETAIL_VERSION = 11
+DETAIL_VERSION = 12
 # The central box (this share of each side) is kept at native resolution for the interpolation test.
 WINDOW_SHARE = 0.2
 
@@ -53,7 +53,7 @@ class DetailMeasure:
     losses: np.ndarray
     gray: np.ndarray
     window: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.uint8))
-    window_origin: tuple[int, int] = (0, 0)  # (x, y) of `window` in the analysis image
+    window_origin: tuple[int, int] = (0, 0)  # (x, y) of `window` in the native image
 
     @property
     def native_mp(self) -> float:
@@ -106,22 +106,28 @@ class DetailMeasure:
 
 
 def measure_detail(path: Path, max_pixels: int) -> DetailMeasure:
-    """Decode `path` in grey (EXIF-oriented; DCT-reduced above ANALYSIS_PIXELS) and measure it."""
+    """Decode `path` in grey (EXIF-oriented; DCT-reduced above ANALYSIS_PIXELS) and measure it.
+
+    The central window is always cut from a native decode: the interpolation test needs the
+    larger copy's own pixels, and large photos are where upscales hide."""
     with Image.open(path) as probe:
         pixels = probe.width * probe.height
     reduce = next((k for k in (1, 2, 4, 8) if pixels / (k * k) <= ANALYSIS_PIXELS), 8)
-    decoded = decode_oriented(path, max_pixels, gray=True, reduce=reduce)
-    gray = decoded.image
+    decoded = decode_oriented(path, max_pixels, gray=True)
     width, height = decoded.native_size
+    box_width, box_height = round(width * WINDOW_SHARE), round(height * WINDOW_SHARE)
+    x, y = (width - box_width) // 2, (height - box_height) // 2
+    window = np.asarray(decoded.image.crop((x, y, x + box_width, y + box_height)), dtype=np.uint8)
+    gray = decoded.image
+    if reduce > 1 and decoded.format == "JPEG":  # reduced in the DCT, as the analysis was calibrated
+        gray = decode_oriented(path, max_pixels, gray=True, reduce=reduce).image
+    elif reduce > 1:
+        gray = gray.reduce(reduce)
     factor = max(1, max(gray.size) // COMMON_SIDE)
     small = gray.reduce(factor) if factor > 1 else gray.copy()  # box-reduce first: 10x cheaper
     small.thumbnail((COMMON_SIDE, COMMON_SIDE), Image.Resampling.LANCZOS)
-    analysis_scale = gray.width / width
-    box_width, box_height = round(gray.width * WINDOW_SHARE), round(gray.height * WINDOW_SHARE)
-    x, y = (gray.width - box_width) // 2, (gray.height - box_height) // 2
-    window = np.asarray(gray.crop((x, y, x + box_width, y + box_height)), dtype=np.uint8)
     return DetailMeasure(
-        width, height, analysis_scale, loss_curve(gray), np.asarray(small, dtype=np.uint8), window, (x, y)
+        width, height, gray.width / width, loss_curve(gray), np.asarray(small, dtype=np.uint8), window, (x, y)
     )
 
 

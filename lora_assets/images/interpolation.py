@@ -3,14 +3,21 @@
 An upscale, plain or sharpened afterwards, holds nothing its source does not: a linear filter
 over the smaller copy's bicubic upscale predicts the larger copy up to its JPEG noise. A real
 larger original holds detail above the smaller copy's Nyquist frequency that no such filter
-predicts. `unexplained_share` compares what the filter leaves unexplained with that fine detail
-(what a round trip through the smaller grid removes from the larger copy), on the most textured
-square of the central box both copies keep at native resolution (`DetailMeasure.window`).
-
-A very soft original holds no fine detail to judge: then there is no evidence either way.
+predicts. `compare_grids` fits that filter on the most textured square of the central box both
+copies keep at native resolution (`DetailMeasure.window`) and reports two things:
+- the share: what the filter leaves unexplained over that fine detail (what a round trip through
+  the smaller grid removes from the larger copy). A very soft original holds no fine detail to
+  judge: then there is no share;
+- the amplification: the filter's gain in the upper half of the band the smaller copy holds over
+  its gain at low frequencies. Downscaling attenuates that band a little (a real original needs a
+  gain of at most ~1.3 to come back from its half or third); an unsharp mask after upscaling
+  multiplies it by 1.5-2.5, which no downscale explains. It needs no fine detail, so it catches
+  the sharpened upscales of soft photos that the share cannot judge.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
@@ -20,25 +27,70 @@ from lora_assets.images.detail import DetailMeasure
 SQUARE = 192  # side of the square tested, in the larger copy's pixels
 MIN_SQUARE = 48
 FILTER = 9  # side of the fitted linear filter: covers a radius-2 unsharp mask
-MIN_FINE = 1.0  # grey levels (RMS) of fine detail below which nothing can be judged
+MIN_FINE = 1.0  # grey levels (RMS) of fine detail below which the share cannot be judged
 # Unexplained / fine detail (RMS) below UPSCALE_SHARE: an upscale; above SOURCE_SHARE: the larger
 # copy holds real detail beyond the smaller one. On the dedup benchmark, originals against their
 # half and third measured 0.77-1.8 (all but 6 of 76 above 0.9), sharpened upscales 0.30-1.22
 # (19 of 31 below 0.7) and plain 2x upscales 0.06-0.53.
 UPSCALE_SHARE = 0.7
 SOURCE_SHARE = 0.9
+# Gain at 0.3 and 0.5 of the smaller copy's Nyquist frequency over the gain at 0.1: originals
+# against their half and third measured 0.97-1.26 on the dedup benchmark, sharpened upscales
+# 1.38-1.95 (but 1.05-1.09 for the two whose source is too soft for the mask's threshold to act).
+AMPLIFIED = 1.33
+BANDS = (0.1, 0.3, 0.5)  # fractions of the smaller copy's Nyquist frequency
 MIN_RATIO = 1.2
 
 
-def unexplained_share(large: DetailMeasure, small: DetailMeasure, mirrored: bool = False) -> float | None:
-    """RMS of what a linear filter over `small`'s upscale cannot predict of `large`, over RMS of
-    `large`'s detail above `small`'s Nyquist; None when the pair cannot be judged."""
-    if (
-        large.analysis_scale < 1.0
-        or small.analysis_scale < 1.0
-        or large.window.size == 0
-        or small.window.size == 0
-    ):
+@dataclass(frozen=True)
+class GridEvidence:
+    """What the larger copy holds beyond the smaller one (see the module docstring)."""
+
+    share: float | None
+    amplification: float
+
+    @property
+    def verdict(self) -> str:
+        """'upscale', 'source', 'doubtful', or '' when nothing can be said."""
+        if self.amplification >= AMPLIFIED or (self.share is not None and self.share < UPSCALE_SHARE):
+            return "upscale"
+        if self.share is None:
+            return ""
+        return "source" if self.share >= SOURCE_SHARE else "doubtful"
+
+    @property
+    def sharpened_gain(self) -> float:
+        """The amplification when it, not the share, shows an upscale (a sharpened one); else 0."""
+        predicted = self.share is not None and self.share < UPSCALE_SHARE
+        return self.amplification if self.amplification >= AMPLIFIED and not predicted else 0.0
+
+
+def compare_grids(large: DetailMeasure, small: DetailMeasure, mirrored: bool = False) -> GridEvidence | None:
+    """The share and amplification of `large` over `small` (module docstring); None when the
+    pair cannot be judged (close pixel grids, a window too small, too much clipping)."""
+    aligned = _aligned_square(large, small, mirrored)
+    if aligned is None:
+        return None
+    target, predicted, (ratio_x, ratio_y) = aligned
+    pad = FILTER // 2
+    inner = target[pad:-pad, pad:-pad]
+    usable = ((inner > 3) & (inner < 252)).ravel()  # clipped halos are not linear in the source
+    if usable.mean() < 0.5:
+        return None
+    fitted, weights = _fit_filter(predicted, target, usable)
+    residual = (inner - fitted).ravel()[usable]
+    fine = (inner - _round_trip(target, ratio_x, ratio_y)[pad:-pad, pad:-pad]).ravel()[usable]
+    fine_rms = float(np.sqrt((fine**2).mean()))
+    share = float(np.sqrt((residual**2).mean())) / fine_rms if fine_rms >= MIN_FINE else None
+    return GridEvidence(share, _amplification(weights, ratio_x, ratio_y))
+
+
+def _aligned_square(
+    large: DetailMeasure, small: DetailMeasure, mirrored: bool
+) -> tuple[np.ndarray, np.ndarray, tuple[float, float]] | None:
+    """The most textured square of `large`'s window, `small`'s bicubic upscale over the same
+    content, and the size ratios; None when the grids are too close or the windows too small."""
+    if large.window.size == 0 or small.window.size == 0:
         return None
     ratio_x, ratio_y = large.width / small.width, large.height / small.height
     if min(ratio_x, ratio_y) < MIN_RATIO:
@@ -57,39 +109,33 @@ def unexplained_share(large: DetailMeasure, small: DetailMeasure, mirrored: bool
     x, y = _textured_square(inner_window, size)
     x, y = x + inset, y + inset
     left, top = large.window_origin[0] + x, large.window_origin[1] + y
-    # The square in the smaller copy's window coordinates.
-    box = (
+    box = (  # the square in the smaller copy's window coordinates
         left / ratio_x - source_x,
         top / ratio_y - source_y,
         (left + size) / ratio_x - source_x,
         (top + size) / ratio_y - source_y,
     )
     margin = 3.0
-    if (
-        box[0] < margin
-        or box[1] < margin
-        or box[2] > source.shape[1] - margin
-        or box[3] > source.shape[0] - margin
-    ):
+    if min(box[0], box[1]) < margin or box[2] > source.shape[1] - margin or box[3] > source.shape[0] - margin:
         return None
-    target = big[y : y + size, x : x + size]
     predicted = np.asarray(
         Image.fromarray(np.ascontiguousarray(source, dtype=np.float32), mode="F").resize(
             (size, size), Image.Resampling.BICUBIC, box=box
         ),
         dtype=np.float64,
     )
-    pad = FILTER // 2
-    inner = target[pad:-pad, pad:-pad]
-    usable = ((inner > 3) & (inner < 252)).ravel()  # clipped halos are not linear in the source
-    if usable.mean() < 0.5:
-        return None
-    residual = (inner - _fit_filter(predicted, target, usable)).ravel()[usable]
-    fine = (inner - _round_trip(target, ratio_x, ratio_y)[pad:-pad, pad:-pad]).ravel()[usable]
-    fine_rms = float(np.sqrt((fine**2).mean()))
-    if fine_rms < MIN_FINE:
-        return None
-    return float(np.sqrt((residual**2).mean())) / fine_rms
+    return big[y : y + size, x : x + size], predicted, (ratio_x, ratio_y)
+
+
+def _amplification(weights: np.ndarray, ratio_x: float, ratio_y: float) -> float:
+    """Mean gain of the fitted filter at BANDS[1:] over its gain at BANDS[0] (fractions of the
+    smaller copy's Nyquist frequency, in the larger copy's pixels), over both axes."""
+    taps = np.arange(FILTER) - FILTER // 2
+    gains = []
+    for kernel, ratio in ((weights.sum(axis=0), ratio_x), (weights.sum(axis=1), ratio_y)):
+        response = [abs(np.sum(kernel * np.exp(-1j * np.pi * band / ratio * taps))) for band in BANDS]
+        gains.append(float(np.mean(response[1:])) / max(response[0], 0.1))
+    return float(np.mean(gains))
 
 
 def _round_trip(target: np.ndarray, ratio_x: float, ratio_y: float) -> np.ndarray:
@@ -102,9 +148,9 @@ def _round_trip(target: np.ndarray, ratio_x: float, ratio_y: float) -> np.ndarra
     return np.asarray(small.resize((width, height), Image.Resampling.BICUBIC), dtype=np.float64)
 
 
-def _fit_filter(source: np.ndarray, target: np.ndarray, usable: np.ndarray) -> np.ndarray:
+def _fit_filter(source: np.ndarray, target: np.ndarray, usable: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The least-squares FILTER x FILTER linear filter (with offset) from `source` to `target`,
-    fitted over `usable` pixels and applied to `source` (valid region)."""
+    fitted over `usable` pixels: `source` filtered (valid region), and the filter's taps."""
     pad = FILTER // 2
     height, width = source.shape
     columns = [
@@ -121,7 +167,8 @@ def _fit_filter(source: np.ndarray, target: np.ndarray, usable: np.ndarray) -> n
     weights = np.linalg.solve(
         normal + 1e-6 * np.trace(normal) / len(normal) * np.eye(len(normal)), design[fit].T @ goal[fit]
     )
-    return (design @ weights).reshape(height - 2 * pad, width - 2 * pad)
+    fitted = (design @ weights).reshape(height - 2 * pad, width - 2 * pad)
+    return fitted, weights[:-1].reshape(FILTER, FILTER)
 
 
 def _textured_square(gray: np.ndarray, size: int) -> tuple[int, int]:

@@ -56,6 +56,7 @@ class Candidate:
     overlay: str = ""  # what covers part of this copy, e.g. "text banner over 12% of the frame"
     colourless: bool = False  # a black-and-white copy in a group with colour copies
     upscale_of: str = ""  # a smaller member that predicts this copy's extra pixels (interpolation)
+    upscale_gain: float = 0.0  # when the upscale was shown by sharpening: how much it amplifies that member
     edits: float = 0.0  # how far its tones and colours are from the group's consensus (0 = typical)
     flipped: bool = False  # mirrored against the orientation most members share
     source_of: frozenset[str] = frozenset()  # smaller members this copy holds real detail beyond
@@ -266,6 +267,11 @@ def _compare(
     if step == "interpolation":
         if kept_view:
             return "not an interpolated upscale of a smaller copy"
+        if other.upscale_gain:
+            return (
+                f"a sharpened upscale (it is a smaller copy, {other.upscale_of}, with its detail "
+                f"amplified {other.upscale_gain:.1f}x)"
+            )
         return f"an interpolated upscale (a smaller copy, {other.upscale_of}, predicts its extra pixels)"
     if step == "orientation":
         return "the orientation most copies share" if kept_view else "a mirrored copy"

@@ -1,11 +1,12 @@
 """The interpolation test on real photos: upscales (plain or sharpened) are predicted by their
-source, a real original is not predicted by its half-size copy."""
+source, a sharpened one amplifies its source's detail, a real original is neither predicted nor
+amplified by its half-size copy."""
 
 import pytest
 from PIL import Image, ImageFilter
 
 from lora_assets.images.detail import measure_detail
-from lora_assets.images.interpolation import SOURCE_SHARE, UPSCALE_SHARE, unexplained_share
+from lora_assets.images.interpolation import AMPLIFIED, SOURCE_SHARE, UPSCALE_SHARE, compare_grids
 from lora_assets_tests import photo_factory as pf
 from lora_assets_tests.conftest import sample_photo
 from lora_assets_tests.images.test_dedup import group_of, run
@@ -25,8 +26,11 @@ def test_plain_and_sharpened_upscales_are_predicted_by_their_source(photo, tmp_p
     plain = measured(pf.variant_enlarge(source, tmp_path / "up2.png", 2.0))
     sharpened = measured(pf.variant_sharpened_upscale(source, tmp_path / "sharp.jpg", 1.8))
 
-    assert unexplained_share(plain, original) < UPSCALE_SHARE
-    assert unexplained_share(sharpened, original) < UPSCALE_SHARE
+    plain_evidence, sharpened_evidence = compare_grids(plain, original), compare_grids(sharpened, original)
+
+    assert plain_evidence.share < UPSCALE_SHARE and plain_evidence.amplification < AMPLIFIED
+    assert sharpened_evidence.share < UPSCALE_SHARE and sharpened_evidence.amplification >= AMPLIFIED
+    assert plain_evidence.verdict == sharpened_evidence.verdict == "upscale"
 
 
 @pytest.mark.parametrize("photo", PHOTOS)
@@ -34,16 +38,19 @@ def test_an_original_holds_detail_its_half_size_copy_cannot_predict(photo, tmp_p
     source = sample_photo(photo)
     half = measured(pf.variant_downscale(source, tmp_path / "half.jpg", 0.5))
 
-    assert unexplained_share(measured(source), half) >= SOURCE_SHARE
+    evidence = compare_grids(measured(source), half)
+
+    assert evidence.share >= SOURCE_SHARE and evidence.amplification < AMPLIFIED
+    assert evidence.verdict == "source"
 
 
-def test_copies_of_one_grid_or_of_a_reduced_analysis_are_not_judged(tmp_path):
+def test_copies_of_one_grid_are_not_judged(tmp_path):
     source = sample_photo("honey-bee-on-aster.jpg")
     original = measured(source)
     resaved = measured(pf.variant_reencode(source, tmp_path / "q60.jpg", quality=60))
 
-    assert unexplained_share(resaved, original) is None  # same pixel grid: nothing to predict
-    assert unexplained_share(original, resaved) is None
+    assert compare_grids(resaved, original) is None  # same pixel grid: nothing to predict
+    assert compare_grids(original, resaved) is None
 
 
 def test_a_sharpened_upscale_loses_to_its_source_in_a_group(tmp_path):
@@ -68,3 +75,32 @@ def test_a_soft_original_is_kept_over_its_half_size_copy(tmp_path):
 
     group = group_of(result, "soft.jpg")
     assert group is not None and group.kept == ["soft.jpg"], group and group.reasons
+
+
+def test_a_large_sharpened_upscale_is_shown_by_its_amplified_detail(tmp_path):
+    """Over 12 MP (the analysis is reduced, the window stays native) and with a share between the
+    two bars: the amplification of the fig's own detail is what shows the upscale."""
+    source = sample_photo("fig-in-red-bowl.jpg")
+    enhanced = measured(pf.variant_sharpened_upscale(source, tmp_path / "enhanced.jpg", 1.7, percent=120))
+
+    evidence = compare_grids(enhanced, measured(source))
+
+    assert enhanced.analysis_scale < 1.0 and enhanced.window.shape[1] >= 0.19 * enhanced.width
+    assert UPSCALE_SHARE <= evidence.share < SOURCE_SHARE
+    assert evidence.amplification >= AMPLIFIED and evidence.verdict == "upscale"
+    assert evidence.sharpened_gain == evidence.amplification
+
+
+def test_the_reason_names_a_sharpened_upscale_and_its_gain(tmp_path):
+    source = tmp_path / "fig.jpg"
+    Image.open(sample_photo("fig-in-red-bowl.jpg")).save(source, quality=92)
+    pf.variant_sharpened_upscale(source, tmp_path / "fig-enhanced.jpg", 1.7, percent=120)
+
+    result = run(tmp_path)
+
+    group = group_of(result, "fig.jpg")
+    assert group is not None and group.kept == ["fig.jpg"], group and group.reasons
+    assert (
+        "a sharpened upscale (it is a smaller copy, fig.jpg, with its detail amplified"
+        in (group.reasons["fig-enhanced.jpg"])
+    )
