@@ -102,18 +102,19 @@ def compare(a: ImageFeatures, b: ImageFeatures, crop_tolerant: bool = True) -> P
     if mirrored:
         b_thumb = b_thumb[:, ::-1]
     grid = grid_score(a.grid, b.grid[:, ::-1] if mirrored else b.grid)
-    b_width = b.width
-    best = _score_aligned(a_thumb, b_thumb, (0.0, 0.0, 1.0, 1.0), grid, False, b_width / a.width)
-    # A crop is searched unless the whole frames already match, or match once an overlay is left
-    # out (a banner along an edge would otherwise pass for a trim that cuts it off).
+    best = _score_aligned(a_thumb, b_thumb, (0.0, 0.0, 1.0, 1.0), grid, False, b.width / a.width)
+    # A crop is searched unless the whole frames already match without an overlay. When they
+    # match once an overlay is left out, only a closer match of a trim with no overlay replaces
+    # that (a banner along an edge would otherwise pass for a trim that cuts it off, and a trim's
+    # lost edge for a banner).
     overlaid = bool(best.overlay_on) and best.relation(0.9) == "duplicate"
-    if crop_tolerant and best.relation(0.95) != "duplicate" and not overlaid:
+    if crop_tolerant and (best.relation(0.95) != "duplicate" or best.overlay):
         for container, template, a_is_container in ((a_thumb, b_thumb, True), (b_thumb, a_thumb, False)):
             box = _locate(container, template)
             if box is not None and box != (0.0, 0.0, 1.0, 1.0):
                 # Pixels per unit of shared content in B relative to A, from the trimmed view's width.
                 width = box[2]
-                scale = b_width / (width * a.width) if a_is_container else width * b_width / a.width
+                scale = b.width / (width * a.width) if a_is_container else width * b.width / a.width
                 scored = _score_aligned(container, template, box, grid, True, scale)
                 if not a_is_container:  # scored as (B, A): turn it back to (A, B)
                     swap = {"a": "b", "b": "a", "": ""}
@@ -123,8 +124,9 @@ def compare(a: ImageFeatures, b: ImageFeatures, crop_tolerant: bool = True) -> P
                         overlay_lean=swap[scored.overlay_lean],
                         gain=-scored.gain,
                     )
-                if _total(scored) > _total(best):
-                    best = scored
+                clean = not scored.overlay and scored.relation(0.95) == "duplicate"
+                if (clean or not overlaid) and _total(scored) > _total(best):
+                    best, overlaid = scored, False
     best = replace(best, mirrored=mirrored)
     if (a_strip or b_strip) and not best.overlay_on:
         on, share = ("a", a_strip) if a_strip > b_strip else ("b", b_strip)
@@ -144,16 +146,18 @@ def _popcount(value: int) -> int:
 
 def _without_strip(image: ImageFeatures, other: ImageFeatures) -> tuple[np.ndarray, float]:
     """`image`'s thumbnail without its caption strip, and the strip's share of the frame, when
-    leaving the strip out gives `other`'s aspect ratio (a strip adds height; a crop does not)."""
+    leaving the strip out gives `other`'s aspect ratio (a strip adds height; a crop does not).
+    A plain band found at the other edge may be the photo's own sky: each edge is tried alone too."""
     top, bottom = image.strip
-    share = top + bottom
     aspect, other_aspect = image.height / image.width, other.height / other.width
-    fits = abs(aspect * (1 - share) - other_aspect) < 0.03 * other_aspect
-    if not share or not fits or abs(aspect - other_aspect) < 0.03 * other_aspect:
+    if not top + bottom or abs(aspect - other_aspect) < 0.03 * other_aspect:
         return image.thumb, 0.0
-    height = image.thumb.shape[0]
-    start, stop = round(top * height), height - round(bottom * height)
-    return image.thumb[start:stop], share
+    for cut_top, cut_bottom in ((top, bottom), (top, 0.0), (0.0, bottom)):
+        share = cut_top + cut_bottom
+        if share and abs(aspect * (1 - share) - other_aspect) < 0.03 * other_aspect:
+            height = image.thumb.shape[0]
+            return image.thumb[round(cut_top * height) : height - round(cut_bottom * height)], share
+    return image.thumb, 0.0
 
 
 def _gray(rgb: np.ndarray) -> np.ndarray:

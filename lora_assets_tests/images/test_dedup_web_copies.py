@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from lora_assets.images.dedup import _overlaid_members
+from lora_assets.images.similarity import PairScore
 from lora_assets_tests import photo_factory as pf
 from lora_assets_tests.conftest import REPO, sample_photo
 from lora_assets_tests.images.test_dedup import group_of, run
@@ -151,3 +154,50 @@ def test_photos_of_one_manifest_family_are_not_grouped(family, tmp_path):
 
     assert result.groups == [], [(g.kept, g.dropped, g.reasons) for g in result.groups]
     assert len(result.selected) == len(names)
+
+
+def test_an_8_percent_crop_does_not_pass_for_a_banner_on_the_other_copies(tmp_path):
+    """The rocket's whole frame against its 8 % crop matches everywhere but one band: a trim
+    that matches cleanly explains it, so no copy is said to carry a banner."""
+    original = small_original("rocket-on-launch-pad.jpg", tmp_path / "rocket.jpg")
+    pf.variant_crop_offset(original, tmp_path / "rocket-crop8.jpg", 0.08, (0.5, 0.5))
+    pf.variant_bw(original, tmp_path / "rocket-bw.jpg")
+    pf.variant_downscale(original, tmp_path / "rocket-half.jpg", 0.5)
+
+    result = run(tmp_path)
+
+    group = group_of(result, "rocket.jpg")
+    assert group is not None and group.kept == ["rocket.jpg"], group and group.reasons
+    assert len(group.dropped) == 3
+    assert not any(word in reason for reason in group.reasons.values() for word in OVERLAY_WORDS)
+
+
+def test_a_caption_strip_is_found_on_a_photo_whose_other_edge_is_plain(tmp_path):
+    """A flat sky along the top is part of the photo: the strip the caption adds at the bottom is
+    what gives the original's aspect ratio back."""
+    image = Image.open(small_original("citrus-slices.jpg", tmp_path / "scratch.jpg")).convert("RGB")
+    image.paste((206, 214, 222), (0, 0, image.width, round(image.height * 0.08)))
+    image.save(tmp_path / "citrus.jpg", quality=95)
+    (tmp_path / "scratch.jpg").unlink()
+    pf.variant_caption(tmp_path / "citrus.jpg", tmp_path / "citrus-caption.jpg", fraction=0.12, top=False)
+    pf.variant_downscale(tmp_path / "citrus.jpg", tmp_path / "citrus-half.jpg", 0.5)
+
+    result = run(tmp_path)
+
+    group = group_of(result, "citrus.jpg")
+    assert group is not None and group.kept == ["citrus.jpg"], group and group.reasons
+    assert "caption strip" in group.reasons["citrus-caption.jpg"]
+
+
+def test_an_overlay_seen_against_only_some_copies_goes_to_the_copy_those_pairs_share():
+    """A faint watermark is found against two of four copies, and both times its edge leans to
+    the clean copy: the copy that every undecided pair has in common carries it."""
+    keys = ["original", "half", "graded", "thumb", "watermarked"]
+    clean = PairScore(grid=1.0, colour=1.0, structure=1.0, detail=1.0, cropped=False)
+    undecided = replace(clean, overlay=0.05, overlay_kind="watermark or logo", overlay_lean="a")
+
+    def pair(first: str, second: str) -> tuple[PairScore, bool]:
+        seen = second == "watermarked" and first in ("original", "half")
+        return (undecided if seen else clean), False
+
+    assert _overlaid_members(keys, pair) == {"watermarked": (0.05, "watermark or logo")}
