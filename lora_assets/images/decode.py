@@ -103,10 +103,16 @@ def draft_for(image: Image.Image, target: int) -> None:
     A 1/8 decode of a 24 MP JPEG costs a small fraction of a full one; other formats ignore this.
     """
     if image.format == "JPEG" and image.mode in ("RGB", "L", "CMYK", "YCbCr"):
-        width, height = image.size
-        scale = max(1, min(width, height) // max(target, 1))
-        if scale >= 2:
-            image.draft(image.mode, (width // scale, height // scale))
+        factor = draft_factor(*image.size, target)
+        if factor >= 2:
+            image.draft(image.mode, (image.width // factor, image.height // factor))
+
+
+def draft_factor(width: int, height: int, target: int) -> int:
+    """The DCT scaling (1, 2, 4 or 8) a JPEG of this size gets from `draft_for`: other formats
+    are box-reduced by it, so that a PNG copy of a JPEG hashes from the same pixel grid."""
+    scale = max(1, min(width, height) // max(target, 1))
+    return next(factor for factor in (8, 4, 2, 1) if factor <= scale)
 
 
 def to_rgb(image: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:

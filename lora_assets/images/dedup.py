@@ -418,40 +418,41 @@ def _candidate(
 def _overlaid_members(
     keys: list[str], pair: Callable[[str, str], tuple[PairScore, bool]]
 ) -> dict[str, tuple[float, str]]:
-    """The members that carry an overlay, with its share of the frame and kind. Pairs that could
-    not tell which copy carries it settle it by consensus in a group of three or more: a member
-    with such a pair against more than half of the others carries one, and so does the member of
-    such a pair that has more of them than its partner (a faint watermark is missed against some
-    copies, but the copy carrying it is the one every open pair has in common). In a group of
-    two, the copy its overlay's edge leans to carries it."""
-    overlays: dict[str, tuple[float, str]] = {}
-    open_pairs: dict[str, list[tuple[float, str]]] = {key: [] for key in keys}
-    leaning: list[tuple[str, str, tuple[float, str]]] = []
+    """The members that carry an overlay, with its share of the frame and kind.
+
+    A pair that finds an overlay names the copy carrying it, or only where its edge leans. In a
+    group of two that is all there is. In a larger group the members settle it: a member with
+    overlay pairs against more than half of the others carries one, and of any overlay pair, the
+    member with more overlay pairs does (the copy that carries a faint watermark is the one such
+    pairs have in common, even where some of them are missed or blame its partner); a tie goes by
+    the pair's own verdict, if it has one."""
+    found_with: dict[str, list[tuple[float, str]]] = {key: [] for key in keys}
+    verdicts: list[tuple[str, str, bool, tuple[float, str]]] = []  # (named, other, decided, found)
     for i, first in enumerate(keys):
         for second in keys[i + 1 :]:
             score, flipped = pair(first, second)
+            if not score.overlay:
+                continue
             found = (score.overlay, score.overlay_kind)
-            if score.overlay_on:
-                key = first if (score.overlay_on == "a") != flipped else second
-                overlays[key] = max(overlays.get(key, (0.0, "")), found)
-            elif score.overlay:
-                open_pairs[first].append(found)
-                open_pairs[second].append(found)
-                lean, other = (first, second) if (score.overlay_lean == "a") != flipped else (second, first)
-                leaning.append((lean, other, found))
-    if len(keys) == 2:  # no consensus to ask
-        for lean, other, found in leaning:
-            if lean not in overlays and other not in overlays:
-                overlays[lean] = found
+            side = score.overlay_on or score.overlay_lean
+            named, other = (first, second) if (side == "a") != flipped else (second, first)
+            verdicts.append((named, other, bool(score.overlay_on), found))
+            found_with[first].append(found)
+            found_with[second].append(found)
+    overlays: dict[str, tuple[float, str]] = {}
+    if len(keys) == 2:
+        for named, _, _, found in verdicts:
+            overlays[named] = found
         return overlays
-    for key, found in open_pairs.items():
+    for key, found in found_with.items():
         if len(found) * 2 > len(keys) - 1:
-            overlays.setdefault(key, max(found))
-    for first, second, _ in leaning:
-        hub = max((first, second), key=lambda key: len(open_pairs[key]))
-        tied = len(open_pairs[first]) == len(open_pairs[second])
-        if not tied and first not in overlays and second not in overlays:
-            overlays[hub] = max(open_pairs[hub])
+            overlays[key] = max(found)
+    for named, other, decided, found in verdicts:
+        if len(found_with[named]) != len(found_with[other]):
+            hub = max((named, other), key=lambda key: len(found_with[key]))
+            overlays.setdefault(hub, max(found_with[hub]))
+        elif decided:
+            overlays[named] = max(overlays.get(named, (0.0, "")), found)
     return overlays
 
 

@@ -21,14 +21,14 @@ import numpy as np
 import scipy.fftpack  # noqa: F401 - imagehash.phash imports it lazily; import once before workers fork
 from PIL import Image
 
-from lora_assets.images.decode import decode_oriented
+from lora_assets.images.decode import decode_oriented, draft_factor
 from lora_assets.images.jpeg_quality import estimate_jpeg_quality
 
 HASH_DECODE_SIDE = 256
 GRID_SIDE = 32
 THUMB_SIDE = 128
 CENTER_KEEP = 0.84
-FEATURES_VERSION = 4
+FEATURES_VERSION = 5
 # A caption strip: at least 5 % of the height, rows of almost one flat colour.
 STRIP_MIN, STRIP_MAX = 0.05, 0.35
 STRIP_FLAT = 0.3  # rows with text on the background
@@ -160,6 +160,9 @@ def compute_features(path: Path, max_pixels: int) -> ImageFeatures:
     """Decode `path` reduced to about 256 px (EXIF orientation applied) and compute its features."""
     decoded = decode_oriented(path, max_pixels, draft_side=HASH_DECODE_SIDE)
     image = decoded.image
+    if image.size == decoded.native_size:  # not DCT-scaled (a PNG, WebP...): box-reduce alike
+        dct = draft_factor(*image.size, HASH_DECODE_SIDE)
+        image = image.reduce(dct) if dct > 1 else image
     factor = max(image.size) // HASH_DECODE_SIDE
     if factor > 1:  # the hashes work at 32 px; a box reduction to ~256 px first is cheaper
         image = image.reduce(factor)

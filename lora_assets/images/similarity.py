@@ -50,6 +50,9 @@ OVERLAY_SHARE = 0.4
 OVERLAY_CLEAR = 1.3  # the overlaid copy's box edge must stand out this much more
 MIRROR_MARGIN = 4  # bits by which the mirrored hash must be closer
 _LUMA = np.array([0.299, 0.587, 0.114])
+# An overlay box: the mask of the pixels outside it, the copy carrying it ("a"/"b", "?" when only
+# its edge leans that way), and its kind.
+Box = tuple[np.ndarray, str, str]
 
 
 @dataclass(frozen=True)
@@ -281,31 +284,48 @@ def _score_aligned(
     detail = _correlation(_band_pass(a), _band_pass(b))
     tone = 1.0 - float(np.abs(a - matched).mean()) / 255.0
     score = PairScore(grid, colour, structure, detail, cropped, scale, tone, gain)
-    # The refitted curve finds overlays that bend a first fit; the first fit finds faint ones
-    # (a see-through logo) whose pixels the refit takes back in.
-    boxes = _overlay(a, matched) or _overlay(a, first)
-    if not boxes:
-        return score
-    if boxes[0][1].endswith("?"):
-        keep, lean, kind = boxes[0]
-        return replace(score, overlay=float(1.0 - keep.mean()), overlay_kind=kind, overlay_lean=lean[0])
+    # The refitted tone curve finds overlays that bend a first fit, the first fit faint ones (a
+    # see-through logo) whose pixels the refit takes back in.
+    forward = _overlay(a, matched) or _overlay(a, first)
+    backward: list[Box] = []
+    chosen = _masked(score, a, b, matched, forward)
+    if chosen is None and (forward or score.relation(0.9) != "duplicate"):
+        # A light watermark can bend one tone mapping into a wrong, larger box and not the other.
+        reverse, reverse_first = match_tones(a, b)
+        swap = {"a": "b", "b": "a"}
+        backward = [
+            (keep, swap[on[0]] + on[1:], kind)
+            for keep, on, kind in _overlay(b, reverse) or _overlay(b, reverse_first)
+        ]
+        chosen = _masked(score, a, b, matched, backward)
+    undecided = [box for box in forward + backward if box[1].endswith("?")]
+    if chosen is None and undecided:
+        keep, lean, kind = undecided[0]
+        chosen = replace(score, overlay=float(1.0 - keep.mean()), overlay_kind=kind, overlay_lean=lean[0])
+    return chosen or score
+
+
+def _masked(
+    score: PairScore, a: np.ndarray, b: np.ndarray, matched: np.ndarray, boxes: list[Box]
+) -> PairScore | None:
+    """The pair scored without the decided overlay box that leaves the best agreement (a larger
+    box only if it is clearly better), when that agrees better than the whole frame; else None."""
     masked = [
-        PairScore(
-            grid,
-            colour,
-            _correlation(a[keep], b[keep]),
-            _correlation(_band_pass(a)[keep], _band_pass(b)[keep]),
-            cropped,
-            scale,
-            1.0 - float(np.abs(a - matched)[keep].mean()) / 255.0,
-            gain,
+        replace(
+            score,
+            structure=_correlation(a[keep], b[keep]),
+            detail=_correlation(_band_pass(a)[keep], _band_pass(b)[keep]),
+            tone=1.0 - float(np.abs(a - matched)[keep].mean()) / 255.0,
             overlay=float(1.0 - keep.mean()),
             overlay_on=on,
             overlay_kind=kind,
         )
         for keep, on, kind in boxes
+        if not on.endswith("?")
     ]
-    # The box that leaves the best agreement; a larger one only if it is clearly better.
+    masked = [m for m in masked if _total(m) > _total(score)]
+    if not masked:
+        return None
     best = max(_total(m) for m in masked)
     return min((m for m in masked if _total(m) >= best - 0.005), key=lambda m: m.overlay)
 

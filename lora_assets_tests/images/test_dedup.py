@@ -2,7 +2,9 @@
 
 import shutil
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from lora_assets.images.dedup import Deduplicator
 from lora_assets.images.features import compute_features
@@ -154,3 +156,18 @@ def test_byte_identical_files_are_one_group_without_decoding_twice(tmp_path):
     photos = [Photo(name, tmp_path / name, "same-sha") for name in ("a.jpg", "b.jpg")]
     result = Deduplicator(DedupSettings(), MAX_PIXELS, workers=1).run(photos)
     assert len(result.groups) == 1 and result.counters["features_computed"] == 1
+
+
+def test_a_png_copy_of_a_jpeg_hashes_from_the_same_pixel_grid(tmp_path):
+    """The JPEG is DCT-scaled at decode, the PNG box-reduced by the same factor: their thumbnails
+    agree to a fraction of a grey level, so a faint overlay stands out against either."""
+    source = sample_photo("dogs-at-window.jpg")
+    png = tmp_path / "dogs.png"
+    Image.open(source).save(png)
+
+    jpeg_features, png_features = compute_features(source, MAX_PIXELS), compute_features(png, MAX_PIXELS)
+
+    assert jpeg_features.thumb.shape == png_features.thumb.shape
+    difference = np.abs(jpeg_features.thumb.astype(float) - png_features.thumb.astype(float))
+    assert difference.mean() < 0.5, difference.mean()
+    assert jpeg_features.phash == png_features.phash
