@@ -130,10 +130,10 @@ class Deduplicator(ImageWorkers):
             relations, scores = self._relations(ok, features, pool)
             self.seconds["verifying"] = time.perf_counter() - started - self.seconds["hashing"]
             multi = self._group(ok, features, relations)
+            by_keys = {(ok[i].key, ok[j].key): score for (i, j), score in scores.items()}
             before_detail = time.perf_counter()
-            details = self._details([p for g in multi for p in g], pool)
+            details = self._details([p for g in multi for p in g], pool, _on_other_grids(multi, by_keys))
             self.seconds["scoring detail"] = time.perf_counter() - before_detail
-        by_keys = {(ok[i].key, ok[j].key): score for (i, j), score in scores.items()}
         before_keep_best = time.perf_counter()
         # Keep-best per group on threads: its array work (resampling, least squares) frees the GIL.
         with ThreadPoolExecutor(max_workers=self.workers) as threads:
@@ -324,6 +324,22 @@ class Deduplicator(ImageWorkers):
             scores=decision.scores,
             similarity=similarity,
         )
+
+
+def _on_other_grids(multi: list[list[Photo]], scores: dict[tuple[str, str], PairScore]) -> set[str]:
+    """Members of a group holding a copy on a clearly other pixel grid (DENSITY_STEP): the
+    interpolation test between them needs their native windows."""
+    keys: set[str] = set()
+    for members in multi:
+        founder = members[0].key
+        density = {founder: 1.0}
+        for photo in members[1:]:
+            score = scores.get((founder, photo.key))
+            density[photo.key] = score.scale if score else 1.0 / scores[photo.key, founder].scale
+        low, high = min(density.values()), max(density.values())
+        if high >= low * DENSITY_STEP:
+            keys.update(density)
+    return keys
 
 
 def _candidates(

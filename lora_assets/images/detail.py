@@ -105,29 +105,41 @@ class DetailMeasure:
             )
 
 
-def measure_detail(path: Path, max_pixels: int) -> DetailMeasure:
+def measure_detail(path: Path, max_pixels: int, window: bool = True) -> DetailMeasure:
     """Decode `path` in grey (EXIF-oriented; DCT-reduced above ANALYSIS_PIXELS) and measure it.
 
-    The central window is always cut from a native decode: the interpolation test needs the
-    larger copy's own pixels, and large photos are where upscales hide."""
+    The central window is cut from a native decode: the interpolation test needs the larger
+    copy's own pixels, and large photos are where upscales hide. A photo above ANALYSIS_PIXELS
+    pays a second decode for it, so `window=False` leaves it out there (copies of one grid)."""
     with Image.open(path) as probe:
         pixels = probe.width * probe.height
     reduce = next((k for k in (1, 2, 4, 8) if pixels / (k * k) <= ANALYSIS_PIXELS), 8)
+    if reduce > 1 and not window:
+        decoded = decode_oriented(path, max_pixels, gray=True, reduce=reduce)
+        return _measured(decoded.image, decoded.native_size, np.zeros((0, 0), dtype=np.uint8), (0, 0))
     decoded = decode_oriented(path, max_pixels, gray=True)
     width, height = decoded.native_size
     box_width, box_height = round(width * WINDOW_SHARE), round(height * WINDOW_SHARE)
     x, y = (width - box_width) // 2, (height - box_height) // 2
-    window = np.asarray(decoded.image.crop((x, y, x + box_width, y + box_height)), dtype=np.uint8)
+    cut = np.asarray(decoded.image.crop((x, y, x + box_width, y + box_height)), dtype=np.uint8)
     gray = decoded.image
     if reduce > 1 and decoded.format == "JPEG":  # reduced in the DCT, as the analysis was calibrated
         gray = decode_oriented(path, max_pixels, gray=True, reduce=reduce).image
     elif reduce > 1:
         gray = gray.reduce(reduce)
+    return _measured(gray, decoded.native_size, cut, (x, y))
+
+
+def _measured(
+    gray: Image.Image, native_size: tuple[int, int], window: np.ndarray, origin: tuple[int, int]
+) -> DetailMeasure:
+    """The measure of `gray`, an analysis decode of a photo of `native_size`."""
+    width, height = native_size
     factor = max(1, max(gray.size) // COMMON_SIDE)
     small = gray.reduce(factor) if factor > 1 else gray.copy()  # box-reduce first: 10x cheaper
     small.thumbnail((COMMON_SIDE, COMMON_SIDE), Image.Resampling.LANCZOS)
     return DetailMeasure(
-        width, height, gray.width / width, loss_curve(gray), np.asarray(small, dtype=np.uint8), window, (x, y)
+        width, height, gray.width / width, loss_curve(gray), np.asarray(small, dtype=np.uint8), window, origin
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,7 +73,7 @@ def features_job(args: tuple[Path, int]) -> ImageFeatures | ImageRejected:
         return exc
 
 
-def detail_job(args: tuple[Path, int]) -> DetailMeasure | ImageRejected:
+def detail_job(args: tuple[Path, int, bool]) -> DetailMeasure | ImageRejected:
     try:
         return measure_detail(*args)
     except ImageRejected as exc:
@@ -151,10 +151,20 @@ class ImageWorkers:
                 todo.append(photo)
         return found, todo
 
-    def _details(self, photos: list[Photo], pool: Executor) -> dict[str, DetailMeasure]:
+    def _details(
+        self, photos: list[Photo], pool: Executor, windows: Collection[str] = ()
+    ) -> dict[str, DetailMeasure]:
+        """Detail measures by key; those of `windows` with their native central window (which a
+        photo over ANALYSIS_PIXELS only gets on demand: a cached measure without one is redone)."""
         lookup = self.cache.detail if self.cache else None
         details, todo = self._split_cached(photos, lookup, "details_cached")
-        results = self._map(pool, detail_job, [(p.path, self.max_pixels) for p in todo], "scoring detail")
+        for photo in photos:
+            if photo.key in windows and photo.key in details and details[photo.key].window.size == 0:
+                del details[photo.key]
+                self.counters["details_cached"] -= 1
+                todo.append(photo)
+        jobs = [(p.path, self.max_pixels, p.key in windows) for p in todo]
+        results = self._map(pool, detail_job, jobs, "scoring detail")
         for photo, result in zip(todo, results, strict=True):
             if isinstance(result, ImageRejected):
                 raise RuntimeError(f"{photo.key}: decoded for hashing but not for detail: {result}")

@@ -1,11 +1,15 @@
 """Effective resolution: real detail, not pixel count."""
 
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pytest
+from PIL import Image
 
-from lora_assets.images.detail import DetailMeasure, measure_detail
+from lora_assets.images.detail import WINDOW_SHARE, DetailMeasure, measure_detail
 from lora_assets.images.keep_best import Candidate, choose
+from lora_assets.images.workers import ImageWorkers, MeasureCache, Photo
 from lora_assets_tests import photo_factory as pf
 from lora_assets_tests.conftest import sample_photo
 
@@ -56,3 +60,27 @@ def test_keep_best_explains_itself(measured):
         "dropped: duplicate of source.jpg; lower effective resolution"
     )
     assert "(smaller)" in decision.reasons["half.jpg"]
+
+
+def test_a_large_photo_gets_its_native_window_only_on_demand(tmp_path):
+    """Over ANALYSIS_PIXELS the analysis is a reduced decode; the native central window costs a
+    second decode, so it is cut only where a group spans pixel grids, and a cached measure
+    without one is redone when one is needed."""
+    image = Image.open(sample_photo("fig-in-red-bowl.jpg")).convert("RGB")
+    large = tmp_path / "large.jpg"
+    size = (image.width * 2, image.height * 2)
+    image.resize(size, Image.Resampling.LANCZOS).save(large, quality=90)
+    plain, windowed = measure_detail(large, MAX_PIXELS, window=False), measure_detail(large, MAX_PIXELS)
+
+    assert plain.analysis_scale == windowed.analysis_scale == 0.5
+    assert plain.window.size == 0 and np.array_equal(plain.losses, windowed.losses)
+    expected = (round(windowed.height * WINDOW_SHARE), round(windowed.width * WINDOW_SHARE))
+    assert windowed.window.shape == expected
+
+    photo = Photo("large.jpg", large, "0" * 64)
+    workers = ImageWorkers(MAX_PIXELS, workers=1, cache=MeasureCache(tmp_path / "cache"))
+    with ThreadPoolExecutor(1) as pool:
+        assert workers._details([photo], pool)["large.jpg"].window.size == 0
+        assert workers._details([photo], pool, windows={"large.jpg"})["large.jpg"].window.size > 0
+        assert workers._details([photo], pool, windows={"large.jpg"})["large.jpg"].window.size > 0
+    assert workers.counters == {"details_computed": 2, "details_cached": 1}
