@@ -11,10 +11,9 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from lora_assets.images.candidates import candidate_pairs
 from lora_assets.images.decode import ImageRejected
@@ -33,6 +32,9 @@ from lora_assets.images.workers import (
     features_job,
 )
 from lora_assets.settings import DedupSettings
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass
@@ -98,10 +100,14 @@ class DedupResult:
                         "reason": group.reasons[path],
                     }
                 )
+        import pandas as pd  # here, not at the top: `lora-assets dedup` never builds a table
+
         return pd.DataFrame(rows, columns=GROUP_COLUMNS)
 
     def similar_table(self) -> pd.DataFrame:
         """Pairs of similar (not duplicate) photos with their scores, for review."""
+        import pandas as pd
+
         return pd.DataFrame(self.similar, columns=SIMILAR_COLUMNS)
 
 
