@@ -288,7 +288,7 @@ def _score_aligned(
     # see-through logo) whose pixels the refit takes back in.
     forward = _overlay(a, matched) or _overlay(a, first)
     backward: list[Box] = []
-    chosen = _masked(score, a, b, matched, forward)
+    chosen = _masked(score, a, b, forward)
     if chosen is None and (forward or score.relation(0.9) != "duplicate"):
         # A light watermark can bend one tone mapping into a wrong, larger box and not the other.
         reverse, reverse_first = match_tones(a, b)
@@ -297,7 +297,7 @@ def _score_aligned(
             (keep, swap[on[0]] + on[1:], kind)
             for keep, on, kind in _overlay(b, reverse) or _overlay(b, reverse_first)
         ]
-        chosen = _masked(score, a, b, matched, backward)
+        chosen = _masked(score, a, b, backward)
     undecided = [box for box in forward + backward if box[1].endswith("?")]
     if chosen is None and undecided:
         keep, lean, kind = undecided[0]
@@ -305,17 +305,16 @@ def _score_aligned(
     return chosen or score
 
 
-def _masked(
-    score: PairScore, a: np.ndarray, b: np.ndarray, matched: np.ndarray, boxes: list[Box]
-) -> PairScore | None:
+def _masked(score: PairScore, a: np.ndarray, b: np.ndarray, boxes: list[Box]) -> PairScore | None:
     """The pair scored without the decided overlay box that leaves the best agreement (a larger
-    box only if it is clearly better), when that agrees better than the whole frame; else None."""
+    box only if it is clearly better), when that agrees better than the whole frame; else None.
+    The tones are matched again without the box: a dark banner bends a curve fitted with it."""
     masked = [
         replace(
             score,
             structure=_correlation(a[keep], b[keep]),
             detail=_correlation(_band_pass(a)[keep], _band_pass(b)[keep]),
-            tone=1.0 - float(np.abs(a - matched)[keep].mean()) / 255.0,
+            tone=1.0 - float(np.abs(a - _tone_curve(b, a, keep))[keep].mean()) / 255.0,
             overlay=float(1.0 - keep.mean()),
             overlay_on=on,
             overlay_kind=kind,

@@ -13,10 +13,11 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from PIL import Image
+from PIL import Image, ImageEnhance
 
 from lora_assets.images.dedup import _overlaid_members
-from lora_assets.images.similarity import PairScore
+from lora_assets.images.features import compute_features
+from lora_assets.images.similarity import PairScore, compare
 from lora_assets_tests import photo_factory as pf
 from lora_assets_tests.conftest import REPO, sample_photo
 from lora_assets_tests.images.test_dedup import group_of, run
@@ -200,3 +201,20 @@ def test_an_overlay_seen_against_only_some_copies_goes_to_the_copy_those_pairs_s
         return (undecided if seen else clean), False
 
     assert _overlaid_members(keys, pair) == {"watermarked": (0.05, "watermark or logo")}
+
+
+@pytest.mark.parametrize(("photo", "top"), [("citrus-slices.jpg", False), ("fig-in-red-bowl.jpg", True)])
+def test_a_dark_banner_on_a_hazy_photo_scores_alike_whichever_copy_comes_first(photo, top, tmp_path):
+    """The banner's black fill lies outside a hazy photo's tones: a tone curve fitted with it in
+    bent the rest, so (original, banner) was a mere 'similar' pair while (banner, original) was a
+    duplicate. Leaving the banner out, the tones are matched again."""
+    hazy = ImageEnhance.Contrast(Image.open(small_original(photo, tmp_path / "o.jpg"))).enhance(0.5)
+    hazy.save(tmp_path / "hazy.jpg", quality=95)
+    banner = pf.variant_banner(tmp_path / "hazy.jpg", tmp_path / "banner.jpg", fraction=0.12, top=top)
+    first, second = compute_features(tmp_path / "hazy.jpg", 10**8), compute_features(banner, 10**8)
+
+    forward, backward = compare(first, second), compare(second, first)
+
+    assert forward.relation(0.9) == backward.relation(0.9) == "duplicate"
+    assert (forward.overlay_on, backward.overlay_on) == ("b", "a")
+    assert abs(forward.tone - backward.tone) < 0.01
