@@ -169,7 +169,8 @@ def decode_oriented(
             size = (image.width // reduce, image.height // reduce)
             image.draft("L" if gray else image.mode, size)
         decode_fully(image)
-        oriented = ImageOps.exif_transpose(image)
+        # exif_transpose copies even an upright image: a 9 MP copy costs as much as hashing it.
+        oriented = ImageOps.exif_transpose(image) if exif_orientation(image) != 1 else image
         if gray:
             converted = oriented if oriented.mode == "L" else to_rgb(oriented).convert("L")
         else:
