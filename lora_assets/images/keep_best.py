@@ -1,21 +1,26 @@
 """Choose the copy with the most real detail in a group of duplicates, and say why.
 
-Criteria, in order, each with a tolerance so that measurement noise never decides:
-1. no overlay: a copy carrying a text banner, caption strip, watermark or logo (found while
-   verifying the pair) loses to a clean one, whatever its size;
+Rules, in order, each with a tolerance so that measurement noise never decides; a rule that would
+drop every remaining contender drops none:
+1. overlay: a copy carrying a text banner, caption strip, watermark or logo (found while
+   verifying its pairs, settled by the group) loses to a clean one, whatever its size;
 2. colour: a black-and-white copy loses to a colour one;
-3. effective resolution: native megapixels x effective scale², every member measured against
+3. interpolation: a copy shown to be an interpolated upscale of a smaller member (see
+   interpolation: predicted by a linear filter over it, or that member's band amplified by a
+   sharpening) loses to it;
+4. effective resolution: native megapixels x effective scale², every member measured against
    the same *content* frequency (so a 2x upscale measures half its source's scale and collapses
-   to its source's effective megapixels; a blurred copy collapses further);
-4. sharpness at a common scale and contrast (every member resized so that the same content spans
-   the same number of pixels as in the least dense member, so a trimmed copy is not "sharper"
-   for being zoomed in, and divided by its tonal range, so a graded copy is not "sharper" for
-   its pushed contrast);
-5. real detail per pixel (effective scale): between copies with equal real detail, the one
-   whose pixels are not padding, i.e. the source rather than its upscale;
-6. JPEG quality, among JPEG members (a PNG says nothing of the quality of what it was saved
-   from, so lossless members are neither preferred nor dropped here);
-7. native pixel count, then the path (deterministic). File size never decides.
+   to its source's effective megapixels; a blurred copy collapses further); a coarser re-save of
+   the same grid never wins on its artefacts;
+5. sharpness per unit of tonal range, only between copies of one pixel grid (sharpening an
+   upscale adds edge contrast that a common-scale comparison would count as detail);
+6. real detail per pixel (effective scale): between copies with equal real detail, the one whose
+   pixels are not padding, unless the interpolation test showed the denser copy to hold detail
+   beyond the others (a soft original over its half);
+7. orientation, then tones: the mirror image and the edited grade most copies do not share lose;
+8. JPEG quality, among JPEG members (a PNG says nothing of what it was saved from);
+9. native pixel count; among what is left, lossless before lossy, the higher JPEG quality, then
+   the name (deterministic). File size never decides.
 """
 
 from __future__ import annotations
