@@ -35,8 +35,9 @@ MIN_FINE = 1.0  # grey levels (RMS) of fine detail below which the share cannot 
 UPSCALE_SHARE = 0.7
 SOURCE_SHARE = 0.9
 # Gain at 0.3 and 0.5 of the smaller copy's Nyquist frequency over the gain at 0.1: originals
-# against their half and third measured 0.97-1.26 on the dedup benchmark, sharpened upscales
-# 1.38-1.95 (but 1.05-1.09 for the two whose source is too soft for the mask's threshold to act).
+# against their half, third and thumbnail measured at most 1.26 on the dedup benchmark, sharpened
+# upscales 1.38-1.85 (but 1.05 and 1.11 for the two whose source is too soft for the mask's
+# threshold to act).
 AMPLIFIED = 1.33
 BANDS = (0.1, 0.3, 0.5)  # fractions of the smaller copy's Nyquist frequency
 MIN_RATIO = 1.2
