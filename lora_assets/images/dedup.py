@@ -292,10 +292,7 @@ class Deduplicator(ImageWorkers):
             return (scores[a, b], False) if (a, b) in scores else (scores[b, a], True)
 
         def density(key: str) -> float:
-            if key == members[0].key:
-                return 1.0
-            score, flipped = pair(members[0].key, key)
-            return 1.0 / score.scale if flipped else score.scale
+            return _density(scores, members[0].key, key)
 
         candidates = _candidates(members, features, details, pair, density)
         decision = choose(candidates)
@@ -337,15 +334,18 @@ def _on_other_grids(multi: list[list[Photo]], scores: dict[tuple[str, str], Pair
     interpolation test between them needs their native windows."""
     keys: set[str] = set()
     for members in multi:
-        founder = members[0].key
-        density = {founder: 1.0}
-        for photo in members[1:]:
-            score = scores.get((founder, photo.key))
-            density[photo.key] = score.scale if score else 1.0 / scores[photo.key, founder].scale
-        low, high = min(density.values()), max(density.values())
-        if high >= low * DENSITY_STEP:
+        density = {photo.key: _density(scores, members[0].key, photo.key) for photo in members}
+        if max(density.values()) >= min(density.values()) * DENSITY_STEP:
             keys.update(density)
     return keys
+
+
+def _density(scores: dict[tuple[str, str], PairScore], founder: str, key: str) -> float:
+    """Pixels per unit of shared content in `key` relative to the group's founder."""
+    if key == founder:
+        return 1.0
+    score = scores.get((founder, key))
+    return score.scale if score else 1.0 / scores[key, founder].scale
 
 
 def _candidates(

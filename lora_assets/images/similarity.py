@@ -53,6 +53,7 @@ _LUMA = np.array([0.299, 0.587, 0.114])
 # An overlay box: the mask of the pixels outside it, the copy carrying it ("a"/"b", "?" when only
 # its edge leans that way), and its kind.
 Box = tuple[np.ndarray, str, str]
+_SWAP = {"a": "b", "b": "a", "": ""}  # a pair's "a"/"b" labels, scored the other way round
 
 
 @dataclass(frozen=True)
@@ -120,11 +121,10 @@ def compare(a: ImageFeatures, b: ImageFeatures, crop_tolerant: bool = True) -> P
                 scale = b.width / (width * a.width) if a_is_container else width * b.width / a.width
                 scored = _score_aligned(container, template, box, grid, True, scale)
                 if not a_is_container:  # scored as (B, A): turn it back to (A, B)
-                    swap = {"a": "b", "b": "a", "": ""}
                     scored = replace(
                         scored,
-                        overlay_on=swap[scored.overlay_on],
-                        overlay_lean=swap[scored.overlay_lean],
+                        overlay_on=_SWAP[scored.overlay_on],
+                        overlay_lean=_SWAP[scored.overlay_lean],
                         gain=-scored.gain,
                     )
                 clean = not scored.overlay and scored.relation(0.95) == "duplicate"
@@ -292,9 +292,8 @@ def _score_aligned(
     if chosen is None and (forward or score.relation(0.9) != "duplicate"):
         # A light watermark can bend one tone mapping into a wrong, larger box and not the other.
         reverse, reverse_first = match_tones(a, b)
-        swap = {"a": "b", "b": "a"}
         backward = [
-            (keep, swap[on[0]] + on[1:], kind)
+            (keep, _SWAP[on[0]] + on[1:], kind)
             for keep, on, kind in _overlay(b, reverse) or _overlay(b, reverse_first)
         ]
         chosen = _masked(score, a, b, backward)
