@@ -19,7 +19,7 @@ from lora_assets.images.dedup import _overlaid_members
 from lora_assets.images.features import compute_features
 from lora_assets.images.similarity import PairScore, compare
 from lora_assets_tests import photo_factory as pf
-from lora_assets_tests.conftest import REPO, sample_photo
+from lora_assets_tests.conftest import REPO, TEST_PHOTOS, sample_photo
 from lora_assets_tests.images.test_dedup import group_of, run
 
 SHARED_PHOTOS = REPO.parent / "shared" / "photos"
@@ -65,9 +65,13 @@ CAUSES = {
 
 
 def shared_photo(name: str) -> Path:
-    """A photo of ../shared/photos, or its bundled copy where that folder is absent."""
+    """A photo of ../shared/photos, or its bundled copy where that folder is absent (a sample
+    photo, or a 640 px copy in photos/families/, see photos/CREDITS.csv)."""
     path = SHARED_PHOTOS / name
-    return path if path.exists() else sample_photo(name)
+    if path.exists():
+        return path
+    bundled = sorted((TEST_PHOTOS / "families").glob(f"{Path(name).stem}.*"))
+    return bundled[0] if bundled else sample_photo(name)
 
 
 def small_original(name: str, target: Path) -> Path:
@@ -129,9 +133,11 @@ def test_exposure_brackets_one_stop_apart_are_not_duplicates(photo, tmp_path):
 
 
 def manifest_families() -> dict[str, list[str]]:
+    """Families of related shots (not duplicates) from ../shared/photos' manifest, or from the
+    credits of their bundled copies in a clone without that folder."""
     manifest = SHARED_PHOTOS / "MANIFEST.csv"
     if not manifest.exists():
-        return {}
+        manifest = TEST_PHOTOS / "CREDITS.csv"
     families: dict[str, list[str]] = {}
     with open(manifest, newline="", encoding="utf-8") as handle:
         for row in csv.DictReader(handle):
@@ -143,8 +149,12 @@ def manifest_families() -> dict[str, list[str]]:
 FAMILIES = manifest_families()
 
 
-@pytest.mark.skipif(not FAMILIES, reason="../shared/photos/MANIFEST.csv is not there")
-@pytest.mark.parametrize("family", sorted(FAMILIES) or ["none"])
+def test_the_families_are_found_with_or_without_the_shared_photos():
+    names = [name for family in FAMILIES.values() for name in family]
+    assert len(FAMILIES) >= 4 and all(shared_photo(name).exists() for name in names)
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_photos_of_one_manifest_family_are_not_grouped(family, tmp_path):
     names = FAMILIES[family]
     for name in names:
