@@ -6,12 +6,15 @@ Every stage opens images through here, so a broken file fails the same way every
 
 from __future__ import annotations
 
+import struct
 import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pillow_heif
+import pyspng
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 pillow_heif.register_heif_opener()  # HEIC/HEIF photos (phones) open like any other format
@@ -22,6 +25,7 @@ SUPPORTED_MODES = frozenset(
      "I", "I;16", "I;16L", "I;16B", "I;16N"}
 )  # fmt: skip
 _SWAPPED_ORIENTATIONS = frozenset({5, 6, 7, 8})
+_LIBSPNG_MODES = frozenset({"L", "RGB", "RGBA"})
 
 
 class ImageRejected(Exception):
@@ -81,7 +85,13 @@ def decode_fully(image: Image.Image) -> None:
 
 
 def exif_orientation(image: Image.Image) -> int:
-    """EXIF orientation 1-8 (1 when absent or unreadable)."""
+    """EXIF orientation 1-8 (1 when absent or unreadable).
+
+    Pillow reads a PNG's EXIF, which may follow the pixels, by decoding it: that decode happens
+    here through `decode_fully`, so that a broken PNG fails as `ImageRejected` rather than as
+    'no orientation' (and a second load then passes with half its pixels missing)."""
+    if image.format == "PNG" and "exif" not in image.info:
+        decode_fully(image)
     try:
         value = image.getexif().get(ExifTags.Base.Orientation, 1)
     except Exception:  # noqa: BLE001 - broken EXIF must not reject an otherwise good photo
@@ -159,18 +169,21 @@ def decode_oriented(
     straight to grey). Reduced decodes: `draft_side` keeps the short side >= that many pixels;
     `reduce` divides both sides by 1, 2, 4 or 8 (JPEG in the DCT, other formats after decoding)."""
     with open_checked(path, max_pixels) as image:
-        native = oriented_size(image)
         fmt = image.format
         tables = dict(getattr(image, "quantization", None) or {}) if fmt == "JPEG" else None
         jpeg_draftable = fmt == "JPEG" and image.mode in ("RGB", "YCbCr", "L")
-        if draft_side:
-            draft_for(image, draft_side)
-        elif jpeg_draftable and (gray or reduce > 1):
-            size = (image.width // reduce, image.height // reduce)
-            image.draft("L" if gray else image.mode, size)
-        decode_fully(image)
+        pixels = png_by_libspng(image, path)
+        native = oriented_size(image if pixels is None else pixels)
+        if pixels is None:
+            if draft_side:
+                draft_for(image, draft_side)
+            elif jpeg_draftable and (gray or reduce > 1):
+                size = (image.width // reduce, image.height // reduce)
+                image.draft("L" if gray else image.mode, size)
+            decode_fully(image)
+            pixels = image
         # exif_transpose copies even an upright image: a 9 MP copy costs as much as hashing it.
-        oriented = ImageOps.exif_transpose(image) if exif_orientation(image) != 1 else image
+        oriented = ImageOps.exif_transpose(pixels) if exif_orientation(pixels) != 1 else pixels
         if gray:
             converted = oriented if oriented.mode == "L" else to_rgb(oriented).convert("L")
         else:
@@ -178,6 +191,45 @@ def decode_oriented(
         if reduce > 1 and not jpeg_draftable:
             converted = converted.reduce(reduce)
     return Decoded(converted, native, fmt, tables)
+
+
+def png_by_libspng(image: Image.Image, path: Path) -> Image.Image | None:
+    """An 8-bit L, RGB or RGBA PNG (not interlaced) decoded by libspng, twice as fast as Pillow's
+    decoder (a PNG's decode is most of what hashing it costs), with the same pixels and `info`.
+
+    None for anything else, and for a file libspng refuses or whose chunks fail their CRC: Pillow
+    then decodes it and names the problem. Also None when an eXIf chunk follows the pixels: only
+    Pillow's full decode reads it."""
+    if image.format != "PNG" or image.mode not in _LIBSPNG_MODES or image.info.get("interlace"):
+        return None
+    if len(image.tile) != 1 or image.tile[0].args != image.mode:  # 16-bit and packed samples
+        return None
+    try:
+        data = path.read_bytes()
+        if ("exif" not in image.info and b"eXIf" in data) or not _chunks_intact(data):
+            return None
+        array = pyspng.load(data, image.mode)
+    except (OSError, RuntimeError, ValueError, struct.error):
+        return None
+    if array.shape[:2] != (image.height, image.width):
+        return None
+    decoded = Image.fromarray(array)
+    decoded.info.update(image.info)  # the EXIF orientation, as Pillow's decode would carry it
+    return decoded
+
+
+def _chunks_intact(data: bytes) -> bool:
+    """Whether every chunk of a PNG matches its CRC: pyspng tells libspng to skip the check (and
+    the zlib one), so a damaged file would decode to wrong pixels where Pillow rejects it."""
+    offset = 8
+    while offset + 12 <= len(data):
+        (length,) = struct.unpack_from(">I", data, offset)
+        end = offset + 8 + length
+        (crc,) = struct.unpack_from(">I", data, end)
+        if zlib.crc32(data[offset + 4 : end]) != crc:
+            return False
+        offset = end + 4
+    return offset == len(data)
 
 
 def load_oriented_rgb(path: Path, max_pixels: int, draft_side: int | None = None) -> Image.Image:
