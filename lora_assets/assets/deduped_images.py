@@ -25,6 +25,7 @@ DEDUP_COUNTERS = (
     "features_cached",
     "details_computed",
     "details_cached",
+    "details_from_hashing_decode",
     "pairs_verified",
 )
 

@@ -7,10 +7,12 @@ member matches every other → keep-best by real detail → manual pins, which a
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -129,17 +131,21 @@ class Deduplicator(ImageWorkers):
 
     def run(self, photos: Sequence[Photo]) -> DedupResult:
         started = time.perf_counter()
-        with self._pool() as pool:
-            features, rejected = self._features(photos, pool)
-            self.seconds["hashing"] = time.perf_counter() - started
-            ok = [p for p in photos if p.key in features]
-            relations, scores = self._relations(ok, features, pool)
-            self.seconds["verifying"] = time.perf_counter() - started - self.seconds["hashing"]
-            multi = self._group(ok, features, relations)
-            by_keys = {(ok[i].key, ok[j].key): score for (i, j), score in scores.items()}
-            before_detail = time.perf_counter()
-            details = self._details([p for g in multi for p in g], pool, _on_other_grids(multi, by_keys))
-            self.seconds["scoring detail"] = time.perf_counter() - before_detail
+        with tempfile.TemporaryDirectory(prefix="lora-assets-dedup-") as scratch, self._pool() as pool:
+            self.scratch = Path(scratch)
+            try:
+                features, rejected = self._features(photos, pool)
+                self.seconds["hashing"] = time.perf_counter() - started
+                ok = [p for p in photos if p.key in features]
+                relations, scores = self._relations(ok, features, pool)
+                self.seconds["verifying"] = time.perf_counter() - started - self.seconds["hashing"]
+                multi = self._group(ok, features, relations)
+                by_keys = {(ok[i].key, ok[j].key): score for (i, j), score in scores.items()}
+                before_detail = time.perf_counter()
+                details = self._details([p for g in multi for p in g], pool, _on_other_grids(multi, by_keys))
+                self.seconds["scoring detail"] = time.perf_counter() - before_detail
+            finally:
+                self.scratch = None
         before_keep_best = time.perf_counter()
         # Keep-best per group on threads: its array work (resampling, least squares) frees the GIL.
         with ThreadPoolExecutor(max_workers=self.workers) as threads:
@@ -213,7 +219,8 @@ class Deduplicator(ImageWorkers):
         for photo in todo:
             first.setdefault(photo.sha256 or photo.key, photo)
         unique_todo = list(first.values())
-        results = self._map(pool, features_job, [(p.path, self.max_pixels) for p in unique_todo], "hashing")
+        jobs = [(p.path, self.max_pixels, self._scratch_file(p)) for p in unique_todo]
+        results = self._map(pool, features_job, jobs, "hashing")
         computed = dict(zip([p.sha256 or p.key for p in unique_todo], results, strict=True))
         for photo in todo:
             result = computed[photo.sha256 or photo.key]

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from lora_assets.images.decode import decode_oriented
+from lora_assets.images.decode import Decoded, decode_oriented
 
 # Scales at which the resampling loss is measured: 1 down to 1/8, about 11 % apart.
 SCALES = tuple(float(f) for f in np.round(np.geomspace(1.0, 0.125, 20), 4))
@@ -105,19 +105,32 @@ class DetailMeasure:
             )
 
 
-def measure_detail(path: Path, max_pixels: int, window: bool = True) -> DetailMeasure:
+def measure_detail(
+    path: Path, max_pixels: int, window: bool = True, native_gray: Image.Image | None = None
+) -> DetailMeasure:
     """Decode `path` in grey (EXIF-oriented; DCT-reduced above ANALYSIS_PIXELS) and measure it.
 
     The central window is cut from a native decode: the interpolation test needs the larger
     copy's own pixels, and large photos are where upscales hide. A photo above ANALYSIS_PIXELS
-    pays a second decode for it, so `window=False` leaves it out there (copies of one grid)."""
-    with Image.open(path) as probe:
-        pixels = probe.width * probe.height
+    pays a second decode for it, so `window=False` leaves it out there (copies of one grid).
+    `native_gray` is the photo's oriented grey decode when one is already in hand (a PNG decoded
+    in full for hashing): the file is then not decoded again."""
+    if native_gray is None:
+        with Image.open(path) as probe:
+            pixels = probe.width * probe.height
+    else:
+        pixels = native_gray.width * native_gray.height
     reduce = next((k for k in (1, 2, 4, 8) if pixels / (k * k) <= ANALYSIS_PIXELS), 8)
+    no_window = np.zeros((0, 0), dtype=np.uint8)
+    if reduce > 1 and not window and native_gray is not None:
+        return _measured(native_gray.reduce(reduce), native_gray.size, no_window, (0, 0))
     if reduce > 1 and not window:
         decoded = decode_oriented(path, max_pixels, gray=True, reduce=reduce)
-        return _measured(decoded.image, decoded.native_size, np.zeros((0, 0), dtype=np.uint8), (0, 0))
-    decoded = decode_oriented(path, max_pixels, gray=True)
+        return _measured(decoded.image, decoded.native_size, no_window, (0, 0))
+    if native_gray is None:
+        decoded = decode_oriented(path, max_pixels, gray=True)
+    else:  # not a JPEG: reduced by boxes below
+        decoded = Decoded(native_gray, native_gray.size, None, None)
     width, height = decoded.native_size
     box_width, box_height = round(width * WINDOW_SHARE), round(height * WINDOW_SHARE)
     x, y = (width - box_width) // 2, (height - box_height) // 2

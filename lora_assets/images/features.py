@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -156,11 +157,18 @@ def caption_strip(gray: np.ndarray) -> tuple[float, float]:
     return run(gray), run(gray[::-1])
 
 
-def compute_features(path: Path, max_pixels: int) -> ImageFeatures:
-    """Decode `path` reduced to about 256 px (EXIF orientation applied) and compute its features."""
+def compute_features(
+    path: Path, max_pixels: int, keep_native: Callable[[Image.Image], None] | None = None
+) -> ImageFeatures:
+    """Decode `path` reduced to about 256 px (EXIF orientation applied) and compute its features.
+
+    A format the JPEG decoder cannot scale is decoded in full: `keep_native` is then handed that
+    oriented RGB decode, so that the detail stage need not decode it again."""
     decoded = decode_oriented(path, max_pixels, draft_side=HASH_DECODE_SIDE)
     image = decoded.image
     if image.size == decoded.native_size:  # not DCT-scaled (a PNG, WebP...): box-reduce alike
+        if keep_native is not None and decoded.format != "JPEG":  # a small JPEG decodes to grey itself
+            keep_native(image)
         dct = draft_factor(*image.size, HASH_DECODE_SIDE)
         image = image.reduce(dct) if dct > 1 else image
     factor = max(image.size) // HASH_DECODE_SIDE

@@ -3,6 +3,7 @@ the dedup and filter stages share (no Dagster here)."""
 
 from __future__ import annotations
 
+import hashlib
 import multiprocessing
 import os
 from collections.abc import Callable, Collection, Sequence
@@ -11,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
+from PIL import Image
 from threadpoolctl import threadpool_limits
 
 from lora_assets.images.decode import ImageRejected
@@ -20,6 +23,9 @@ from lora_assets.images.similarity import PairScore, compare
 from lora_assets.record_store import RecordStore
 
 Progress = Callable[[str, int, int], None]
+# The grey decodes of PNGs (formats decoded in full to be hashed) kept for the detail stage, over
+# all workers: 512 MB is a hundred 5 MP photos.
+SCRATCH_BYTES = 512 * 2**20
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -66,18 +72,46 @@ def _one_thread() -> None:
     threadpool_limits(limits=1)
 
 
-def features_job(args: tuple[Path, int]) -> ImageFeatures | ImageRejected:
+def features_job(args: tuple[Path, int, Path | None]) -> ImageFeatures | ImageRejected:
+    path, max_pixels, keep_gray = args
     try:
-        return compute_features(*args)
+        return compute_features(path, max_pixels, None if keep_gray is None else _gray_keeper(keep_gray))
     except ImageRejected as exc:
         return exc
 
 
-def detail_job(args: tuple[Path, int, bool]) -> DetailMeasure | ImageRejected:
+def detail_job(args: tuple[Path, int, bool, Path | None]) -> DetailMeasure | ImageRejected:
+    path, max_pixels, window, kept_gray = args
     try:
-        return measure_detail(*args)
+        return measure_detail(path, max_pixels, window, _kept_gray(kept_gray))
     except ImageRejected as exc:
         return exc
+
+
+def _gray_keeper(target: Path) -> Callable[[Image.Image], None]:
+    """Saves a full decode's grey to `target` (a .npy in the run's scratch folder) while the
+    folder holds less than SCRATCH_BYTES: a PNG's decode is most of what measuring it costs."""
+
+    def keep(image: Image.Image) -> None:
+        used = sum(entry.stat().st_size for entry in os.scandir(target.parent))
+        if used + image.width * image.height > SCRATCH_BYTES:
+            return
+        partial = target.with_suffix(".part")
+        with partial.open("wb") as handle:
+            np.save(handle, np.asarray(image.convert("L")))
+        partial.replace(target)
+
+    return keep
+
+
+def _kept_gray(path: Path | None) -> Image.Image | None:
+    """The grey decode `_gray_keeper` saved, or None (not kept, or unreadable: decode again)."""
+    if path is None:
+        return None
+    try:
+        return Image.fromarray(np.load(path))
+    except (OSError, ValueError):
+        return None
 
 
 def compare_job(args: tuple[ImageFeatures, ImageFeatures, bool]) -> PairScore:
@@ -98,7 +132,19 @@ class ImageWorkers:
         self.workers = max(1, workers or os.cpu_count() or 1)
         self.cache = cache
         self.progress = progress
-        self.counters = {"details_computed": 0, "details_cached": 0}
+        self.counters = {"details_computed": 0, "details_cached": 0, "details_from_hashing_decode": 0}
+        self.scratch: Path | None = None  # a run's folder of kept decodes (see SCRATCH_BYTES)
+
+    def _scratch_file(self, photo: Photo) -> Path | None:
+        """Where a full decode of `photo` made while hashing is kept for the detail stage."""
+        if self.scratch is None:
+            return None
+        name = photo.sha256 or hashlib.sha256(str(photo.path).encode()).hexdigest()
+        return self.scratch / f"{name}.npy"
+
+    def _kept_file(self, photo: Photo) -> Path | None:
+        kept = self._scratch_file(photo)
+        return kept if kept is not None and kept.exists() else None
 
     def measure_details(self, photos: Sequence[Photo]) -> dict[str, DetailMeasure]:
         """Detail measures of `photos` by key (cached by sha256); raises on an unreadable photo."""
@@ -163,7 +209,8 @@ class ImageWorkers:
                 del details[photo.key]
                 self.counters["details_cached"] -= 1
                 todo.append(photo)
-        jobs = [(p.path, self.max_pixels, p.key in windows) for p in todo]
+        jobs = [(p.path, self.max_pixels, p.key in windows, self._kept_file(p)) for p in todo]
+        self.counters["details_from_hashing_decode"] += sum(job[3] is not None for job in jobs)
         results = self._map(pool, detail_job, jobs, "scoring detail")
         for photo, result in zip(todo, results, strict=True):
             if isinstance(result, ImageRejected):

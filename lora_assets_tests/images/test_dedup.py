@@ -1,6 +1,8 @@
 """The dedup library on real photos and the copies the web makes of them."""
 
 import shutil
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -171,3 +173,29 @@ def test_a_png_copy_of_a_jpeg_hashes_from_the_same_pixel_grid(tmp_path):
     difference = np.abs(jpeg_features.thumb.astype(float) - png_features.thumb.astype(float))
     assert difference.mean() < 0.5, difference.mean()
     assert jpeg_features.phash == png_features.phash
+
+
+def test_a_png_member_is_measured_from_its_hashing_decode_with_the_same_result(tmp_path, monkeypatch):
+    """A PNG is decoded in full to be hashed; its grey is kept for the detail stage, which then
+    does not decode it again, and decides exactly as it does from the file."""
+    from lora_assets.images import workers
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    source = sample_photo("honey-bee-on-aster.jpg")
+    pf.variant_lossless(source, folder / "bee.png")
+    pf.variant_downscale(source, folder / "bee-half.jpg", 0.5)
+    scratch_folders = set(Path(tempfile.gettempdir()).glob("lora-assets-dedup-*"))
+
+    kept = run(folder)
+    assert kept.counters["details_from_hashing_decode"] == 1
+    assert set(Path(tempfile.gettempdir()).glob("lora-assets-dedup-*")) == scratch_folders  # removed
+
+    monkeypatch.setattr(workers, "SCRATCH_BYTES", 0)  # nothing fits: every member decoded again
+    photos = [Photo(p.name, p) for p in sorted(folder.iterdir())]
+    decoded = Deduplicator(DedupSettings(), MAX_PIXELS, workers=1).run(photos)
+    assert decoded.counters["details_from_hashing_decode"] == 0
+    assert [(g.kept, g.dropped, g.reasons, g.scores) for g in kept.groups] == [
+        (g.kept, g.dropped, g.reasons, g.scores) for g in decoded.groups
+    ]
+    assert kept.groups[0].kept == ["bee.png"]

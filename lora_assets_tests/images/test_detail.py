@@ -83,4 +83,4 @@ def test_a_large_photo_gets_its_native_window_only_on_demand(tmp_path):
         assert workers._details([photo], pool)["large.jpg"].window.size == 0
         assert workers._details([photo], pool, windows={"large.jpg"})["large.jpg"].window.size > 0
         assert workers._details([photo], pool, windows={"large.jpg"})["large.jpg"].window.size > 0
-    assert workers.counters == {"details_computed": 2, "details_cached": 1}
+    assert workers.counters == {"details_computed": 2, "details_cached": 1, "details_from_hashing_decode": 0}
