@@ -235,10 +235,10 @@ def _off_phase(origin: int, length: int, phase: int | None) -> np.ndarray:
 
 
 def resize_gray(gray: np.ndarray, width: int) -> np.ndarray:
-    """A grey array resized to `width` (aspect kept), high-quality filter."""
+    """An 8-bit grey array resized to `width` (aspect kept), high-quality filter."""
     height = max(1, round(gray.shape[0] * width / gray.shape[1]))
     image = Image.fromarray(gray.astype(np.uint8))
-    return np.asarray(image.resize((max(1, width), height), Image.Resampling.LANCZOS), dtype=np.float64)
+    return np.asarray(image.resize((max(1, width), height), Image.Resampling.LANCZOS), dtype=np.uint8)
 
 
 def _textured_tiles(gray: Image.Image) -> list[tuple[int, int, int, int]]:

@@ -191,8 +191,19 @@ def _padded(contenders: list[Candidate], scale: dict[str, float]) -> set[str]:
 
 def _contrast_sharpness(gray: np.ndarray) -> float:
     """Sharpness per unit of tonal range (squared, as sharpness is a variance), x 1e4."""
-    low, high = np.percentile(gray, [2, 98])
+    low, high = percentiles_u8(gray, (2, 98))
     return sharpness(gray) / max(float(high - low), 8.0) ** 2 * 1e4
+
+
+def percentiles_u8(gray: np.ndarray, q: tuple[float, ...]) -> np.ndarray:
+    """`np.percentile(gray, q)` (linear interpolation) of an 8-bit array, read off its histogram
+    instead of partitioning a megapixel: 10x cheaper, the same values."""
+    below = np.bincount(gray.ravel(), minlength=256).cumsum()  # below[v]: how many are <= v
+    position = np.asarray(q, dtype=np.float64) / 100 * (gray.size - 1)
+    lower = np.floor(position)
+    low = np.searchsorted(below, lower, side="right")  # the order statistic at `lower`
+    high = np.searchsorted(below, np.minimum(lower + 1, gray.size - 1), side="right")
+    return low + (position - lower) * (high - low)
 
 
 def _more_detail(a: Candidate, b: Candidate) -> bool:
