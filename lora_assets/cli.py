@@ -20,7 +20,6 @@ if TYPE_CHECKING:
 
 SAMPLE_SUBJECT = "sample"
 DAGSTER_HOME_DIR = ".dagster_home"
-WORKERS_MODULE = "lora_assets.images.workers"  # what the image workers' fork server preloads
 STARTER_SETTINGS = """\
 # Settings for this subject; every key is optional. `lora-assets settings show {name}` prints
 # the effective values of every stage. Tables: [ingest] [dedup] [filter] [captions] [dataset] [training].
@@ -209,8 +208,10 @@ def dedup(
     """Find near-duplicates under DIRECTORY (recursively) and say which copy to keep. Touches nothing."""
     import json
 
+    from lora_assets.images.forkserver import start_early
+
     if (workers or os.cpu_count() or 1) > 1:
-        start_worker_server()
+        start_early()  # it imports the image stack while this process does
     from lora_assets.images.dedup import Deduplicator
     from lora_assets.images.workers import Photo
     from lora_assets.settings import DedupSettings, IngestSettings, parse_similarity
@@ -229,16 +230,6 @@ def dedup(
         click.echo(json.dumps(dedup_document(result, directory), indent=2))
     else:
         echo_dedup_table(result, directory, len(files))
-
-
-def start_worker_server() -> None:
-    """Start the image workers' fork server now, so that it imports the image stack while this
-    process does (about a quarter of a second of a short run)."""
-    import multiprocessing
-    from multiprocessing import forkserver
-
-    multiprocessing.get_context("forkserver").set_forkserver_preload([WORKERS_MODULE])
-    forkserver.ensure_running()
 
 
 class ProgressBars:

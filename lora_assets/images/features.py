@@ -19,7 +19,6 @@ from pathlib import Path
 
 import imagehash
 import numpy as np
-import scipy.fftpack  # noqa: F401 - imagehash.phash imports it lazily; import once before workers fork
 from PIL import Image
 
 from lora_assets.images.decode import decode_oriented, draft_factor

@@ -19,6 +19,7 @@ from threadpoolctl import threadpool_limits
 from lora_assets.images.decode import ImageRejected
 from lora_assets.images.detail import DETAIL_VERSION, DetailMeasure, measure_detail
 from lora_assets.images.features import FEATURES_VERSION, ImageFeatures, compute_features
+from lora_assets.images.forkserver import worker_context
 from lora_assets.images.similarity import PairScore, compare
 from lora_assets.record_store import RecordStore
 
@@ -159,9 +160,9 @@ class ImageWorkers:
         # Not fork: the step's process has threads (Dagster's, an S3 client's event loop, OpenMP's)
         # and a child forked while one holds a lock can hang for good. A fork server starts clean
         # once, with this module imported, and forks each worker from itself.
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload([__name__])
-        return ProcessPoolExecutor(max_workers=self.workers, mp_context=context, initializer=_one_thread)
+        return ProcessPoolExecutor(
+            max_workers=self.workers, mp_context=worker_context(), initializer=_one_thread
+        )
 
     def _map(self, pool: Executor, job: Callable[[T], R], items: list[T], stage: str) -> list[R]:
         results: list[R] = []

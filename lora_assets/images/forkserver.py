@@ -1,0 +1,29 @@
+"""The image workers' fork server, named in one light module: the CLI starts it before importing
+the image stack, and the process pool forks its workers from it.
+
+A fork server starts clean once (the step's process may hold threads whose locks a forked child
+would inherit), imports what the workers need, and forks each worker from itself.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from multiprocessing import forkserver
+from multiprocessing.context import ForkServerContext
+
+# What every worker needs imported: the workers' module, and SciPy's FFT, which imagehash's pHash
+# imports on first use. Only the fork server imports SciPy: the main process never hashes.
+PRELOAD = ["lora_assets.images.workers", "scipy.fftpack"]
+
+
+def worker_context() -> ForkServerContext:
+    """The forkserver context, with PRELOAD."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(PRELOAD)
+    return context
+
+
+def start_early() -> None:
+    """Start the fork server now, so that it imports the image stack while this process does."""
+    worker_context()
+    forkserver.ensure_running()
