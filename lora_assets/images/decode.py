@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pillow_heif
-import pyspng
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+from pywuffs import ImageDecoderType, PixelFormat
+from pywuffs.aux import ImageDecoder, ImageDecoderConfig
 
 pillow_heif.register_heif_opener()  # HEIC/HEIF photos (phones) open like any other format
 
@@ -25,7 +26,7 @@ SUPPORTED_MODES = frozenset(
      "I", "I;16", "I;16L", "I;16B", "I;16N"}
 )  # fmt: skip
 _SWAPPED_ORIENTATIONS = frozenset({5, 6, 7, 8})
-_LIBSPNG_MODES = frozenset({"L", "RGB", "RGBA"})
+_WUFFS_FORMATS = {"L": PixelFormat.Y, "RGB": PixelFormat.RGB, "RGBA": PixelFormat.RGBA_NONPREMUL}
 
 
 class ImageRejected(Exception):
@@ -172,7 +173,7 @@ def decode_oriented(
         fmt = image.format
         tables = dict(getattr(image, "quantization", None) or {}) if fmt == "JPEG" else None
         jpeg_draftable = fmt == "JPEG" and image.mode in ("RGB", "YCbCr", "L")
-        pixels = png_by_libspng(image, path)
+        pixels = png_by_wuffs(image, path)
         native = oriented_size(image if pixels is None else pixels)
         if pixels is None:
             if draft_side:
@@ -193,42 +194,52 @@ def decode_oriented(
     return Decoded(converted, native, fmt, tables)
 
 
-def png_by_libspng(image: Image.Image, path: Path) -> Image.Image | None:
-    """An 8-bit L, RGB or RGBA PNG (not interlaced) decoded by libspng, twice as fast as Pillow's
+def png_by_wuffs(image: Image.Image, path: Path) -> Image.Image | None:
+    """An 8-bit L, RGB or RGBA PNG (not interlaced) decoded by Wuffs, 1.8x as fast as Pillow's
     decoder (a PNG's decode is most of what hashing it costs), with the same pixels and `info`.
 
-    None for anything else, and for a file libspng refuses or whose chunks fail their CRC: Pillow
+    None for anything else, and for a file Wuffs refuses or whose chunks fail their CRC: Pillow
     then decodes it and names the problem. Also None when an eXIf chunk follows the pixels: only
     Pillow's full decode reads it."""
-    if image.format != "PNG" or image.mode not in _LIBSPNG_MODES or image.info.get("interlace"):
+    if image.format != "PNG" or image.mode not in _WUFFS_FORMATS or image.info.get("interlace"):
         return None
     if len(image.tile) != 1 or image.tile[0].args != image.mode:  # 16-bit and packed samples
         return None
     try:
         data = path.read_bytes()
-        if ("exif" not in image.info and b"eXIf" in data) or not _chunks_intact(data):
-            return None
-        array = pyspng.load(data, image.mode)
-    except (OSError, RuntimeError, ValueError, struct.error):
+    except OSError:
         return None
-    if array.shape[:2] != (image.height, image.width):
+    if ("exif" not in image.info and b"eXIf" in data) or not _chunks_intact(data):
         return None
-    decoded = Image.fromarray(array)
-    decoded.info.update(image.info)  # the EXIF orientation, as Pillow's decode would carry it
-    return decoded
+    config = ImageDecoderConfig()
+    config.enabled_decoders = [ImageDecoderType.PNG]
+    config.pixel_format = _WUFFS_FORMATS[image.mode]
+    decoded = ImageDecoder(config).decode(data)
+    if (
+        decoded.error_message
+        or decoded.pixbuf is None
+        or decoded.pixbuf.shape[:2] != (image.height, image.width)
+    ):
+        return None
+    pixels = Image.fromarray(decoded.pixbuf[:, :, 0] if image.mode == "L" else decoded.pixbuf)
+    pixels.info.update(image.info)  # the EXIF orientation, as Pillow's decode would carry it
+    return pixels
 
 
 def _chunks_intact(data: bytes) -> bool:
-    """Whether every chunk of a PNG matches its CRC: pyspng tells libspng to skip the check (and
-    the zlib one), so a damaged file would decode to wrong pixels where Pillow rejects it."""
+    """Whether every chunk of a PNG matches its CRC: Wuffs does not check them, so a damaged file
+    would decode to wrong pixels where Pillow rejects it."""
     offset = 8
-    while offset + 12 <= len(data):
-        (length,) = struct.unpack_from(">I", data, offset)
-        end = offset + 8 + length
-        (crc,) = struct.unpack_from(">I", data, end)
-        if zlib.crc32(data[offset + 4 : end]) != crc:
-            return False
-        offset = end + 4
+    try:
+        while offset + 12 <= len(data):
+            (length,) = struct.unpack_from(">I", data, offset)
+            end = offset + 8 + length
+            (crc,) = struct.unpack_from(">I", data, end)
+            if zlib.crc32(data[offset + 4 : end]) != crc:
+                return False
+            offset = end + 4
+    except struct.error:  # a chunk runs past the end
+        return False
     return offset == len(data)
 
 

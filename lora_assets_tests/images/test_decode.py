@@ -1,4 +1,4 @@
-"""PNGs decoded by libspng: the same pixels and orientation as Pillow's decoder, and every PNG it
+"""PNGs decoded by Wuffs: the same pixels and orientation as Pillow's decoder, and every PNG it
 does not take (or cannot read) still decoded, or rejected with Pillow's reason."""
 
 import struct
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from lora_assets.images.decode import ImageRejected, decode_oriented, png_by_libspng
+from lora_assets.images.decode import ImageRejected, decode_oriented, png_by_wuffs
 from lora_assets.images.inventory import PhotoInventory
 from lora_assets_tests.conftest import sample_photo
 from lora_assets_tests.photo_factory import save_png16
@@ -59,7 +59,7 @@ def photo() -> Image.Image:
 
 
 @pytest.mark.parametrize("mode", ["RGB", "RGBA", "L"])
-def test_an_8_bit_png_decodes_through_libspng_to_pillows_pixels(tmp_path, photo, mode):
+def test_an_8_bit_png_decodes_through_Wuffs_to_pillows_pixels(tmp_path, photo, mode):
     image = photo.convert(mode)
     if mode == "RGBA":  # a soft alpha ramp, so the flattening on white is exercised
         alpha = np.tile(np.linspace(0, 255, image.width, dtype=np.uint8), (image.height, 1))
@@ -68,7 +68,7 @@ def test_an_8_bit_png_decodes_through_libspng_to_pillows_pixels(tmp_path, photo,
     image.save(path)
 
     with Image.open(path) as opened:
-        assert png_by_libspng(opened, path) is not None
+        assert png_by_wuffs(opened, path) is not None
     assert np.array_equal(np.asarray(decode_oriented(path, 10**9).image), _pillow(path))
     assert np.array_equal(np.asarray(decode_oriented(path, 10**9, gray=True).image), _pillow(path, gray=True))
 
@@ -87,9 +87,9 @@ def test_a_png_rotated_by_exif_before_or_after_its_pixels_is_oriented(tmp_path, 
         assert decoded.native_size == (photo.height, photo.width), path.name
         assert np.array_equal(np.asarray(decoded.image), _pillow(path)), path.name
     with Image.open(before) as opened:
-        assert png_by_libspng(opened, before) is not None
+        assert png_by_wuffs(opened, before) is not None
     with Image.open(after) as opened:  # only Pillow's full decode reads an eXIf after the pixels
-        assert png_by_libspng(opened, after) is None
+        assert png_by_wuffs(opened, after) is None
 
 
 def test_16_bit_and_palette_pngs_are_left_to_pillow(tmp_path, photo):
@@ -98,7 +98,7 @@ def test_16_bit_and_palette_pngs_are_left_to_pillow(tmp_path, photo):
     photo.convert("P", palette=Image.Palette.ADAPTIVE).save(palette)
     for path in (deep, palette):
         with Image.open(path) as opened:
-            assert png_by_libspng(opened, path) is None, path.name
+            assert png_by_wuffs(opened, path) is None, path.name
     assert decode_oriented(deep, 10**9, gray=True).image.getextrema() == (0, 255)  # scaled, not clipped
     assert np.array_equal(np.asarray(decode_oriented(palette, 10**9).image), _pillow(palette))
 
@@ -111,7 +111,7 @@ def test_a_broken_png_is_rejected_with_pillows_reason_by_every_reader(tmp_path, 
     data = good.read_bytes()
     (folder / "truncated.png").write_bytes(data[: len(data) // 2])
     flipped = bytearray(data)
-    flipped[len(data) // 3] ^= 0xFF  # inside the pixels: libspng alone would decode it, wrongly
+    flipped[len(data) // 3] ^= 0xFF  # inside the pixels: Wuffs alone would decode it, wrongly
     (folder / "flipped.png").write_bytes(bytes(flipped))
     zeroed = [(kind, payload[:100] + bytes(200) + payload[300:]) if kind == b"IDAT" else (kind, payload)
               for kind, payload in _chunks(data)]  # fmt: skip
