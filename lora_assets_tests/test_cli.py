@@ -70,9 +70,8 @@ def test_settings_show_prints_effective_settings_and_versions(layout):
     assert bad.exit_code != 0 and "[captions] max_wrds: unknown key" in bad.output
 
 
-def test_dedup_command_prints_the_documented_json_and_touches_nothing(tmp_path):
-    import json
-
+def _dedup_folder(tmp_path):
+    """A photo with a half-size copy in a subfolder, a lone photo and a broken file."""
     from lora_assets_tests import photo_factory as pf
 
     folder = tmp_path / "photos"
@@ -81,6 +80,13 @@ def test_dedup_command_prints_the_documented_json_and_touches_nothing(tmp_path):
     pf.variant_downscale(sample_photo("citrus-slices.jpg"), folder / "sub" / "citrus-small.jpg", 0.5)
     shutil.copy2(sample_photo("dogs-at-window.jpg"), folder / "dogs.jpg")
     (folder / "broken.jpg").write_text("not a jpeg")
+    return folder
+
+
+def test_dedup_command_prints_the_documented_json_and_touches_nothing(tmp_path):
+    import json
+
+    folder = _dedup_folder(tmp_path)
     before = snapshot(folder)
     result = CliRunner().invoke(
         main, ["dedup", str(folder), "--json", "--workers", "1"], catch_exceptions=False
@@ -107,3 +113,27 @@ def test_dedup_command_prints_the_documented_json_and_touches_nothing(tmp_path):
 
     bad = CliRunner().invoke(main, ["dedup", str(folder), "--similarity", "1.5"])
     assert bad.exit_code != 0 and "similarity must be low, medium, high or a number" in bad.output
+
+
+def test_the_installed_command_dedups_on_worker_processes_as_one_worker_does(tmp_path):
+    """`lora-assets` as installed: its entry point starts the workers' fork server before the CLI
+    loads, and two worker processes decide exactly as one in-process worker."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    folder = _dedup_folder(tmp_path)
+    one = CliRunner().invoke(main, ["dedup", str(folder), "--json", "--workers", "1"], catch_exceptions=False)
+    command = [
+        str(Path(sys.executable).with_name("lora-assets")),
+        "dedup",
+        str(folder),
+        "--json",
+        "--workers",
+        "2",
+    ]
+    two = subprocess.run(command, capture_output=True, text=True, check=True)
+    documents = [json.loads(one.stdout), json.loads(two.stdout)]
+    assert documents[0]["groups"] == documents[1]["groups"] and len(documents[0]["groups"]) == 1
+    assert documents[0]["unique"] == documents[1]["unique"] == [str(folder / "dogs.jpg")]
