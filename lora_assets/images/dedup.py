@@ -367,7 +367,7 @@ def _candidates(
     overlays = _overlaid_members(keys, pair)
     colourful = any(_chroma(features[key]) > COLOUR_CHROMA for key in keys)
     edits = _edit_distances({key: features[key] for key in keys})
-    upscale_of, source_of, doubtful = _interpolation_evidence(members, details, pair, density, edits)
+    upscale_of, source_of = _interpolation_evidence(members, details, pair, density, edits)
     # Orientation against the founder's; the minority orientation (if there is one) is flipped.
     mirrored = {key: key != keys[0] and pair(keys[0], key)[0].mirrored for key in keys}
     votes = sum(mirrored.values()) * 2 - len(keys)  # > 0: most are mirrored against the founder
@@ -382,7 +382,6 @@ def _candidates(
             upscale_of=upscale_of.get(p.key, ("", 0.0))[0],
             upscale_gain=upscale_of.get(p.key, ("", 0.0))[1],
             source_of=frozenset(source_of.get(p.key, ())),
-            doubtful_over=frozenset(doubtful.get(p.key, ())),
             edits=edits[p.key],
             flipped=votes != 0 and mirrored[p.key] != (votes > 0),
         )
@@ -396,16 +395,14 @@ def _interpolation_evidence(
     pair: Callable[[str, str], tuple[PairScore, bool]],
     density: Callable[[str], float],
     edits: dict[str, float],
-) -> tuple[dict[str, tuple[str, float]], dict[str, set[str]], dict[str, set[str]]]:
+) -> tuple[dict[str, tuple[str, float]], dict[str, set[str]]]:
     """For each member, the smaller member it is shown to be an interpolated upscale of (with the
-    gain it amplifies that member's detail by, when that is what shows it, else 0), the
-    smaller members it is shown to hold real detail beyond, and those the test could not tell
-    apart from its source (see interpolation). Each member is
+    gain it amplifies that member's detail by, when that is what shows it, else 0), and the
+    smaller members it is shown to hold real detail beyond (see interpolation). Each member is
     tested against the INTERPOLATION_PEERS members of the closest clearly coarser grid with the
     most real detail that show the whole frame (a crop or a caption strip would misalign it)."""
     upscale_of: dict[str, tuple[str, float]] = {}
     source_of: dict[str, set[str]] = {}
-    doubtful: dict[str, set[str]] = {}
     for large in members:
         peers = []
         for small in members:
@@ -425,9 +422,7 @@ def _interpolation_evidence(
                 upscale_of.setdefault(large.key, (small.key, evidence.sharpened_gain))
             elif verdict == "source":
                 source_of.setdefault(large.key, set()).add(small.key)
-            elif verdict == "doubtful":
-                doubtful.setdefault(large.key, set()).add(small.key)
-    return upscale_of, source_of, doubtful
+    return upscale_of, source_of
 
 
 def _candidate(

@@ -52,7 +52,8 @@ class GridEvidence:
 
     @property
     def verdict(self) -> str:
-        """'upscale', 'source', 'doubtful', or '' when nothing can be said."""
+        """'upscale', 'source', 'doubtful' (neither shown: keep-best takes it as no evidence), or ''
+        when nothing can be said."""
         if self.amplification >= AMPLIFIED or (self.share is not None and self.share < UPSCALE_SHARE):
             return "upscale"
         if self.share is None:

@@ -65,7 +65,6 @@ class Candidate:
     edits: float = 0.0  # how far its tones and colours are from the group's consensus (0 = typical)
     flipped: bool = False  # mirrored against the orientation most members share
     source_of: frozenset[str] = frozenset()  # smaller members this copy holds real detail beyond
-    doubtful_over: frozenset[str] = frozenset()  # smaller members it may be an upscale of
 
     @property
     def width(self) -> int:
@@ -177,14 +176,13 @@ def _less_sharp(contenders: list[Candidate], sharp: dict[str, float]) -> set[str
 
 
 def _padded(contenders: list[Candidate], scale: dict[str, float]) -> set[str]:
-    """Real detail per pixel: the copy whose pixels are not padding, unless the interpolation
-    test showed the denser copy to hold detail beyond those that score higher (a soft original);
-    a copy the test could not tell from an upscale of a smaller contender loses to it."""
-    keys = {m.key for m in contenders}
+    """Real detail per pixel: a copy loses to those whose pixels hold clearly more (its own are
+    padding), unless the interpolation test showed it to hold detail beyond them (a soft
+    original). A test that shows neither drops nothing by itself."""
     lost = set()
     for m in contenders:
         better = {o.key for o in contenders if scale[m.key] * SCALE_TOLERANCE < scale[o.key]}
-        if (better and not better <= m.source_of) or m.doubtful_over & keys:
+        if better and not better <= m.source_of:
             lost.add(m.key)
     return lost
 
