@@ -94,13 +94,16 @@ def _gray_keeper(target: Path) -> Callable[[Image.Image], None]:
     folder holds less than SCRATCH_BYTES: a PNG's decode is most of what measuring it costs."""
 
     def keep(image: Image.Image) -> None:
-        used = sum(entry.stat().st_size for entry in os.scandir(target.parent))
-        if used + image.width * image.height > SCRATCH_BYTES:
-            return
         partial = target.with_suffix(".part")
-        with partial.open("wb") as handle:
-            np.save(handle, np.asarray(image.convert("L")))
-        partial.replace(target)
+        try:
+            used = sum(entry.stat().st_size for entry in os.scandir(target.parent))
+            if used + image.width * image.height > SCRATCH_BYTES:
+                return
+            with partial.open("wb") as handle:
+                np.save(handle, np.asarray(image.convert("L")))
+            partial.replace(target)
+        except OSError:  # a full or vanished temp disk: the detail stage decodes the file again
+            partial.unlink(missing_ok=True)
 
     return keep
 

@@ -190,7 +190,7 @@ def test_a_png_member_is_measured_from_its_hashing_decode_with_the_same_result(t
 
     kept = run(folder)
     assert kept.counters["details_from_hashing_decode"] == 1
-    assert list(scratch.iterdir()) == []  # the run's scratch folder is removed
+    assert not list(scratch.glob("lora-assets-dedup-*"))  # the run's scratch folder is removed
 
     monkeypatch.setattr(workers, "SCRATCH_BYTES", 0)  # nothing fits: every member decoded again
     photos = [Photo(p.name, p) for p in sorted(folder.iterdir())]
@@ -200,6 +200,16 @@ def test_a_png_member_is_measured_from_its_hashing_decode_with_the_same_result(t
         (g.kept, g.dropped, g.reasons, g.scores) for g in decoded.groups
     ]
     assert kept.groups[0].kept == ["bee.png"]
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(workers, "SCRATCH_BYTES", 2**40)
+    monkeypatch.setattr(workers.np, "save", disk_full)  # the temp disk fills: decode again, no error
+    full = Deduplicator(DedupSettings(), MAX_PIXELS, workers=1).run(photos)
+    assert full.counters["details_from_hashing_decode"] == 0 and full.rejected == []
+    assert [g.reasons for g in full.groups] == [g.reasons for g in kept.groups]
+    assert not list(scratch.glob("lora-assets-dedup-*"))
 
 
 LOSSLESS_DOWNSCALE_GAPS = {
