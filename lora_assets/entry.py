@@ -1,5 +1,5 @@
 """The `lora-assets` command. For `dedup` the image workers' fork server starts before anything
-else is imported, so that its imports (NumPy, Pillow, SciPy's FFT) overlap the command's own
+else is imported, so that its imports (NumPy, Pillow, the image code) overlap the command's own
 (click, the pydantic settings) instead of following them: on 40 photos of 24 MP that start-up
 was a fifth of the run. A server started for nothing (`--help`, `--workers 1`) only idles."""
 
