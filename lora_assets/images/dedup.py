@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -379,8 +379,9 @@ def _candidates(
             density(p.key),
             overlay=_overlay_reason(*overlays[p.key]) if p.key in overlays else "",
             colourless=colourful and _chroma(features[p.key]) < GREY_CHROMA,
-            upscale_of=upscale_of.get(p.key, ("", 0.0))[0],
-            upscale_gain=upscale_of.get(p.key, ("", 0.0))[1],
+            upscale_of=upscale_of.get(p.key, NOT_AN_UPSCALE).of,
+            upscale_gain=upscale_of.get(p.key, NOT_AN_UPSCALE).gain,
+            upscale_grid=upscale_of.get(p.key, NOT_AN_UPSCALE).shown_by == "block grid",
             source_of=frozenset(source_of.get(p.key, ())),
             edits=edits[p.key],
             flipped=votes != 0 and mirrored[p.key] != (votes > 0),
@@ -389,19 +390,31 @@ def _candidates(
     ]
 
 
+class Upscale(NamedTuple):
+    """A member shown to be an upscale: of which smaller member, the gain it amplifies that
+    member's detail by when sharpening is what shows it (else 0), and what showed it
+    (GridEvidence.shown_by)."""
+
+    of: str = ""
+    gain: float = 0.0
+    shown_by: str = ""
+
+
+NOT_AN_UPSCALE = Upscale()
+
+
 def _interpolation_evidence(
     members: list[Photo],
     details: dict[str, DetailMeasure],
     pair: Callable[[str, str], tuple[PairScore, bool]],
     density: Callable[[str], float],
     edits: dict[str, float],
-) -> tuple[dict[str, tuple[str, float]], dict[str, set[str]]]:
-    """For each member, the smaller member it is shown to be an interpolated upscale of (with the
-    gain it amplifies that member's detail by, when that is what shows it, else 0), and the
+) -> tuple[dict[str, Upscale], dict[str, set[str]]]:
+    """For each member, the smaller member it is shown to be an interpolated upscale of, and the
     smaller members it is shown to hold real detail beyond (see interpolation). Each member is
     tested against the INTERPOLATION_PEERS members of the closest clearly coarser grid with the
     most real detail that show the whole frame (a crop or a caption strip would misalign it)."""
-    upscale_of: dict[str, tuple[str, float]] = {}
+    upscale_of: dict[str, Upscale] = {}
     source_of: dict[str, set[str]] = {}
     for large in members:
         peers = []
@@ -419,7 +432,9 @@ def _interpolation_evidence(
             evidence = compare_grids(details[large.key], details[small.key], mirrored)
             verdict = evidence.verdict if evidence else ""
             if evidence and verdict == "upscale":
-                upscale_of.setdefault(large.key, (small.key, evidence.sharpened_gain))
+                upscale_of.setdefault(
+                    large.key, Upscale(small.key, evidence.sharpened_gain, evidence.shown_by)
+                )
             elif verdict == "source":
                 source_of.setdefault(large.key, set()).add(small.key)
     return upscale_of, source_of

@@ -15,13 +15,14 @@ JPEGs are handled), so a q30 re-save does not look sharper than its source.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageChops
 
 from lora_assets.images.decode import Decoded, decode_oriented
 
@@ -36,7 +37,7 @@ COMMON_SIDE = 1024
 # Larger photos are analysed on a DCT-reduced decode (1/2, 1/4): a 24 MP JPEG then costs 60 %.
 ANALYSIS_PIXELS = 12_000_000
 SATURATION_START, SATURATION_END = 0.75, 0.95
-DETAIL_VERSION = 13
+DETAIL_VERSION = 14
 # The central box (this share of each side, but at least MIN_WINDOW pixels or the whole side) is
 # kept at native resolution for the interpolation test. Its 81-tap filter fitted on a 640 px
 # photo's 20 % box (a 73 px square against a third) read a lossless third's band as boosted 1.5x,
@@ -58,6 +59,16 @@ class DetailMeasure:
     gray: np.ndarray
     window: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.uint8))
     window_origin: tuple[int, int] = (0, 0)  # (x, y) of `window` in the native image
+    # Mean |step| between neighbouring native pixels across the whole frame: per column
+    # boundary (x) and per row boundary (y). Measured with the window (see `block_steps`).
+    steps: tuple[np.ndarray, np.ndarray] = field(
+        default_factory=lambda: (np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.float32))
+    )
+
+    @property
+    def native_measured(self) -> bool:
+        """Whether the native window and steps are there (the interpolation test needs both)."""
+        return self.window.size > 0 and self.steps[0].size > 0
 
     @property
     def native_mp(self) -> float:
@@ -90,7 +101,15 @@ class DetailMeasure:
     def to_bytes(self) -> bytes:
         buffer = io.BytesIO()
         size = np.array([self.width, self.height, self.analysis_scale, *self.window_origin])
-        np.savez(buffer, size=size, losses=self.losses, gray=self.gray, window=self.window)
+        np.savez(
+            buffer,
+            size=size,
+            losses=self.losses,
+            gray=self.gray,
+            window=self.window,
+            steps_x=self.steps[0],
+            steps_y=self.steps[1],
+        )
         return buffer.getvalue()
 
     @classmethod
@@ -106,6 +125,7 @@ class DetailMeasure:
                 stored["gray"],
                 window,
                 (int(x), int(y)),
+                (stored["steps_x"], stored["steps_y"]),
             )
 
 
@@ -116,7 +136,8 @@ def measure_detail(
 
     The central window is cut from a native decode: the interpolation test needs the larger
     copy's own pixels, and large photos are where upscales hide. A photo above ANALYSIS_PIXELS
-    pays a second decode for it, so `window=False` leaves it out there (copies of one grid).
+    pays a second decode for it, so `window=False` leaves it out there (copies of one grid);
+    the frame's `block_steps`, which that test also reads, are only measured with `window`.
     `native_gray` is the photo's oriented grey decode when one is already in hand (a PNG decoded
     in full for hashing): the file is then not decoded again."""
     if native_gray is None:
@@ -141,24 +162,49 @@ def measure_detail(
     )
     x, y = (width - box_width) // 2, (height - box_height) // 2
     cut = np.asarray(decoded.image.crop((x, y, x + box_width, y + box_height)), dtype=np.uint8)
+    steps = block_steps(decoded.image) if window else None
     gray = decoded.image
     if reduce > 1 and decoded.format == "JPEG":  # reduced in the DCT, as the analysis was calibrated
         gray = decode_oriented(path, max_pixels, gray=True, reduce=reduce).image
     elif reduce > 1:
         gray = gray.reduce(reduce)
-    return _measured(gray, decoded.native_size, cut, (x, y))
+    return _measured(gray, decoded.native_size, cut, (x, y), steps)
 
 
 def _measured(
-    gray: Image.Image, native_size: tuple[int, int], window: np.ndarray, origin: tuple[int, int]
+    gray: Image.Image,
+    native_size: tuple[int, int],
+    window: np.ndarray,
+    origin: tuple[int, int],
+    steps: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> DetailMeasure:
     """The measure of `gray`, an analysis decode of a photo of `native_size`."""
     width, height = native_size
     factor = max(1, max(gray.size) // COMMON_SIDE)
     small = gray.reduce(factor) if factor > 1 else gray.copy()  # box-reduce first: 10x cheaper
     small.thumbnail((COMMON_SIDE, COMMON_SIDE), Image.Resampling.LANCZOS)
-    return DetailMeasure(
+    measure = DetailMeasure(
         width, height, gray.width / width, loss_curve(gray), np.asarray(small, dtype=np.uint8), window, origin
+    )
+    return measure if steps is None else dataclasses.replace(measure, steps=steps)
+
+
+def block_steps(gray: Image.Image) -> tuple[np.ndarray, np.ndarray]:
+    """Mean |difference| of neighbouring pixels across each column boundary (x) and each row
+    boundary (y) of a native grey frame: where a JPEG's 8-pixel blocks meet, these stand out,
+    and a copy made from that JPEG carries them on its own grid (see interpolation)."""
+    width, height = gray.size
+    if width < 2 or height < 2:
+        return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.float32)
+    across_x = np.asarray(
+        ImageChops.difference(gray.crop((1, 0, width, height)), gray.crop((0, 0, width - 1, height)))
+    )
+    across_y = np.asarray(
+        ImageChops.difference(gray.crop((0, 1, width, height)), gray.crop((0, 0, width, height - 1)))
+    )
+    return (
+        (across_x.sum(axis=0, dtype=np.uint32) / max(1, height)).astype(np.float32),
+        (across_y.sum(axis=1, dtype=np.uint32) / max(1, width)).astype(np.float32),
     )
 
 

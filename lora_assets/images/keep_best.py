@@ -60,8 +60,9 @@ class Candidate:
     density: float = 1.0  # pixels per unit of shared content, relative to one group member
     overlay: str = ""  # what covers part of this copy, e.g. "text banner over 12% of the frame"
     colourless: bool = False  # a black-and-white copy in a group with colour copies
-    upscale_of: str = ""  # a smaller member that predicts this copy's extra pixels (interpolation)
+    upscale_of: str = ""  # a smaller member this copy is shown to be an upscale of (interpolation)
     upscale_gain: float = 0.0  # when the upscale was shown by sharpening: how much it amplifies that member
+    upscale_grid: bool = False  # when it was shown by carrying that member's JPEG block grid
     edits: float = 0.0  # how far its tones and colours are from the group's consensus (0 = typical)
     flipped: bool = False  # mirrored against the orientation most members share
     source_of: frozenset[str] = frozenset()  # smaller members this copy holds real detail beyond
@@ -286,6 +287,8 @@ def _compare(
                 f"a sharpened upscale (it is a smaller copy, {other.upscale_of}, with its detail "
                 f"amplified {other.upscale_gain:.1f}x)"
             )
+        if other.upscale_grid:
+            return f"an upscale of a smaller copy, {other.upscale_of} (it carries that JPEG's block grid)"
         return f"an interpolated upscale (a smaller copy, {other.upscale_of}, predicts its extra pixels)"
     if step == "orientation":
         return "the orientation most copies share" if kept_view else "a mirrored copy"

@@ -204,12 +204,12 @@ class ImageWorkers:
     def _details(
         self, photos: list[Photo], pool: Executor, windows: Collection[str] = ()
     ) -> dict[str, DetailMeasure]:
-        """Detail measures by key; those of `windows` with their native central window (which a
-        photo over ANALYSIS_PIXELS only gets on demand: a cached measure without one is redone)."""
+        """Detail measures by key; those of `windows` with their native central window and block
+        steps (measured on demand: a cached measure without them is redone)."""
         lookup = self.cache.detail if self.cache else None
         details, todo = self._split_cached(photos, lookup, "details_cached")
         for photo in photos:
-            if photo.key in windows and photo.key in details and details[photo.key].window.size == 0:
+            if photo.key in windows and photo.key in details and not details[photo.key].native_measured:
                 del details[photo.key]
                 self.counters["details_cached"] -= 1
                 todo.append(photo)

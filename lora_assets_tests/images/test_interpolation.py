@@ -1,12 +1,20 @@
 """The interpolation test on real photos: upscales (plain or sharpened) are predicted by their
-source, a sharpened one amplifies its source's detail, a real original is neither predicted nor
-amplified by its half-size copy."""
+source, a sharpened one amplifies its source's detail, an upscale of a soft JPEG carries that
+JPEG's block grid, a real original is neither predicted nor amplified by its half-size copy, nor
+carries its grid."""
 
 import pytest
 from PIL import Image, ImageFilter
 
 from lora_assets.images.detail import measure_detail
-from lora_assets.images.interpolation import AMPLIFIED, SOURCE_SHARE, UPSCALE_SHARE, compare_grids
+from lora_assets.images.interpolation import (
+    AMPLIFIED,
+    CARRIED,
+    SOURCE_SHARE,
+    UPSCALE_SHARE,
+    carried_grid,
+    compare_grids,
+)
 from lora_assets_tests import photo_factory as pf
 from lora_assets_tests.conftest import sample_photo
 from lora_assets_tests.images.test_dedup import group_of, run
@@ -103,4 +111,69 @@ def test_the_reason_names_a_sharpened_upscale_and_its_gain(tmp_path):
     assert (
         "a sharpened upscale (it is a smaller copy, fig.jpg, with its detail amplified"
         in (group.reasons["fig-enhanced.jpg"])
+    )
+
+
+# Blurred, their sharpened upscales show neither a share nor an amplification (the mask's threshold
+# leaves soft areas alone): only their own JPEG's block grid gives them away.
+SOFT_PHOTOS = tuple(
+    f"families/{name}"
+    for name in ("bird-ornament-ceiling-lamp.jpg", "mountain-meadow-aitzgorri.jpg", "wall-clock-closeup.jpg")
+)
+
+
+def soft_jpeg(photo: str, target):
+    """A soft original: the photo blurred (radius 2), saved at quality 80, as a phone's would be.
+    Its width is 4 off a multiple of 8, so that a mirror image's block grid sits elsewhere."""
+    image = Image.open(sample_photo(photo)).convert("RGB")
+    image = image.crop((0, 0, image.width // 8 * 8 - 4, image.height))
+    image.filter(ImageFilter.GaussianBlur(2)).save(target, quality=80)
+    return target
+
+
+@pytest.mark.parametrize("photo", SOFT_PHOTOS)
+def test_an_upscale_of_a_soft_jpeg_carries_its_block_grid(photo, tmp_path):
+    soft = soft_jpeg(photo, tmp_path / "soft.jpg")
+    original = measured(soft)
+    enhanced = measured(pf.variant_sharpened_upscale(soft, tmp_path / "enhanced.jpg", 1.7, percent=140))
+    flipped = Image.open(tmp_path / "enhanced.jpg").transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    flipped.save(tmp_path / "enhanced-mirrored.jpg", quality=90)
+    mirrored = measured(tmp_path / "enhanced-mirrored.jpg")
+
+    evidence = compare_grids(enhanced, original)
+
+    assert evidence.share is None and evidence.amplification < AMPLIFIED  # nothing else shows it
+    assert evidence.carried >= CARRIED and evidence.shown_by == "block grid"
+    assert evidence.verdict == "upscale"
+    assert carried_grid(mirrored, original, mirrored=True) >= CARRIED
+    assert carried_grid(mirrored, original, mirrored=False) < CARRIED  # the grid's position matters
+
+
+@pytest.mark.parametrize("photo", SOFT_PHOTOS)
+def test_a_soft_original_does_not_carry_its_smaller_copies_grid(photo, tmp_path):
+    soft = soft_jpeg(photo, tmp_path / "soft.jpg")
+    original = measured(soft)
+    for scale, name in ((0.5, "half.jpg"), (0.33, "third.jpg")):
+        small = measured(pf.variant_downscale(soft, tmp_path / name, scale))
+        evidence = compare_grids(original, small)
+        assert evidence is not None and evidence.carried < CARRIED, name
+        assert evidence.verdict != "upscale", name
+    image = Image.open(soft)
+    image.resize((round(image.width * 0.6), round(image.height * 0.6)), Image.Resampling.LANCZOS).save(
+        tmp_path / "lossless.png"
+    )
+    assert carried_grid(original, measured(tmp_path / "lossless.png")) == 0.0  # no grid of its own
+
+
+def test_the_reason_names_an_upscale_shown_by_its_sources_block_grid(tmp_path):
+    soft = soft_jpeg("families/wall-clock-closeup.jpg", tmp_path / "clock.jpg")
+    pf.variant_sharpened_upscale(soft, tmp_path / "clock-enhanced.jpg", 1.7, percent=140)
+
+    result = run(tmp_path)
+
+    group = group_of(result, "clock.jpg")
+    assert group is not None and group.kept == ["clock.jpg"], group and group.reasons
+    assert (
+        "an upscale of a smaller copy, clock.jpg (it carries that JPEG's block grid)"
+        in (group.reasons["clock-enhanced.jpg"])
     )
