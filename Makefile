@@ -20,7 +20,7 @@ test: $(VENV)/.installed
 	# Two workers for the tests that each use one core; then the scale-out tests, which start
 	# servers and worker processes of their own and need the whole machine.
 	OMP_NUM_THREADS=1 $(VENV)/bin/python -m pytest -n 2 --ignore=lora_assets_tests/scale
-	OMP_NUM_THREADS=1 LORA_ASSETS_LOAD_SUBJECTS=$${LORA_ASSETS_LOAD_SUBJECTS:-8} \
+	OMP_NUM_THREADS=1 LORA_ASSETS_LOAD_SUBJECTS=$${LORA_ASSETS_LOAD_SUBJECTS:-5} \
 		$(VENV)/bin/python -m pytest lora_assets_tests/scale
 
 dev: $(VENV)/.installed

@@ -4,7 +4,7 @@ none of this side's folders. Every run succeeds; the Postgres event log shows th
 CPU workers and `captions` and `lora` on the GPU worker, trainings never overlapping, and every
 event of every run; every LoRA is in the bucket.
 
-20 subjects by default, as a studio would; `LORA_ASSETS_LOAD_SUBJECTS` sets fewer (CI: 8, to keep
+20 subjects by default, as a studio would; `LORA_ASSETS_LOAD_SUBJECTS` sets fewer (CI: 5, to keep
 it within its time budget on 2 cores; the 20-subject figures are in the README)."""
 
 from __future__ import annotations
