@@ -99,21 +99,6 @@ def test_a_large_sharpened_upscale_is_shown_by_its_amplified_detail(tmp_path):
     assert evidence.sharpened_gain == evidence.amplification
 
 
-def test_the_reason_names_a_sharpened_upscale_and_its_gain(tmp_path):
-    source = tmp_path / "fig.jpg"
-    Image.open(sample_photo("fig-in-red-bowl.jpg")).save(source, quality=92)
-    pf.variant_sharpened_upscale(source, tmp_path / "fig-enhanced.jpg", 1.7, percent=120)
-
-    result = run(tmp_path)
-
-    group = group_of(result, "fig.jpg")
-    assert group is not None and group.kept == ["fig.jpg"], group and group.reasons
-    assert (
-        "a sharpened upscale (it is a smaller copy, fig.jpg, with its detail amplified"
-        in (group.reasons["fig-enhanced.jpg"])
-    )
-
-
 # Blurred, their sharpened upscales show neither a share nor an amplification (the mask's threshold
 # leaves soft areas alone): only their own JPEG's block grid gives them away.
 SOFT_PHOTOS = tuple(
@@ -165,15 +150,24 @@ def test_a_soft_original_does_not_carry_its_smaller_copies_grid(photo, tmp_path)
     assert carried_grid(original, measured(tmp_path / "lossless.png")) == 0.0  # no grid of its own
 
 
-def test_the_reason_names_an_upscale_shown_by_its_sources_block_grid(tmp_path):
-    soft = soft_jpeg("families/wall-clock-closeup.jpg", tmp_path / "clock.jpg")
-    pf.variant_sharpened_upscale(soft, tmp_path / "clock-enhanced.jpg", 1.7, percent=140)
+@pytest.mark.parametrize(
+    ("soft", "percent", "reason"),
+    [
+        (False, 120, "a sharpened upscale (it is a smaller copy, original.jpg, with its detail amplified"),
+        (True, 140, "an upscale of a smaller copy, original.jpg (it carries that JPEG's block grid)"),
+    ],
+    ids=["amplified-fig", "block-grid-soft-clock"],
+)
+def test_the_reason_names_what_shows_the_upscale(soft, percent, reason, tmp_path):
+    source = tmp_path / "original.jpg"
+    if soft:
+        soft_jpeg("families/wall-clock-closeup.jpg", source)
+    else:
+        Image.open(sample_photo("fig-in-red-bowl.jpg")).save(source, quality=92)
+    pf.variant_sharpened_upscale(source, tmp_path / "enhanced.jpg", 1.7, percent=percent)
 
     result = run(tmp_path)
 
-    group = group_of(result, "clock.jpg")
-    assert group is not None and group.kept == ["clock.jpg"], group and group.reasons
-    assert (
-        "an upscale of a smaller copy, clock.jpg (it carries that JPEG's block grid)"
-        in (group.reasons["clock-enhanced.jpg"])
-    )
+    group = group_of(result, "original.jpg")
+    assert group is not None and group.kept == ["original.jpg"], group and group.reasons
+    assert reason in group.reasons["enhanced.jpg"]
