@@ -15,7 +15,6 @@ JPEGs are handled), so a q30 re-save does not look sharper than its source.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import io
 from dataclasses import dataclass, field
@@ -46,6 +45,11 @@ WINDOW_SHARE = 0.2
 MIN_WINDOW = 256
 
 
+def no_steps() -> tuple[np.ndarray, np.ndarray]:
+    """`DetailMeasure.steps` when they were not measured."""
+    return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.float32)
+
+
 @dataclass(frozen=True)
 class DetailMeasure:
     """Native size, the resampling-loss curve over SCALES measured on an analysis image (the
@@ -61,9 +65,7 @@ class DetailMeasure:
     window_origin: tuple[int, int] = (0, 0)  # (x, y) of `window` in the native image
     # Mean |step| between neighbouring native pixels across the whole frame: per column
     # boundary (x) and per row boundary (y). Measured with the window (see `block_steps`).
-    steps: tuple[np.ndarray, np.ndarray] = field(
-        default_factory=lambda: (np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.float32))
-    )
+    steps: tuple[np.ndarray, np.ndarray] = field(default_factory=no_steps)
 
     @property
     def native_measured(self) -> bool:
@@ -162,7 +164,7 @@ def measure_detail(
     )
     x, y = (width - box_width) // 2, (height - box_height) // 2
     cut = np.asarray(decoded.image.crop((x, y, x + box_width, y + box_height)), dtype=np.uint8)
-    steps = block_steps(decoded.image) if window else None
+    steps = block_steps(decoded.image) if window else no_steps()
     gray = decoded.image
     if reduce > 1 and decoded.format == "JPEG":  # reduced in the DCT, as the analysis was calibrated
         gray = decode_oriented(path, max_pixels, gray=True, reduce=reduce).image
@@ -183,10 +185,16 @@ def _measured(
     factor = max(1, max(gray.size) // COMMON_SIDE)
     small = gray.reduce(factor) if factor > 1 else gray.copy()  # box-reduce first: 10x cheaper
     small.thumbnail((COMMON_SIDE, COMMON_SIDE), Image.Resampling.LANCZOS)
-    measure = DetailMeasure(
-        width, height, gray.width / width, loss_curve(gray), np.asarray(small, dtype=np.uint8), window, origin
+    return DetailMeasure(
+        width,
+        height,
+        gray.width / width,
+        loss_curve(gray),
+        np.asarray(small, dtype=np.uint8),
+        window,
+        origin,
+        no_steps() if steps is None else steps,
     )
-    return measure if steps is None else dataclasses.replace(measure, steps=steps)
 
 
 def block_steps(gray: Image.Image) -> tuple[np.ndarray, np.ndarray]:
@@ -195,7 +203,7 @@ def block_steps(gray: Image.Image) -> tuple[np.ndarray, np.ndarray]:
     and a copy made from that JPEG carries them on its own grid (see interpolation)."""
     width, height = gray.size
     if width < 2 or height < 2:
-        return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.float32)
+        return no_steps()
     across_x = np.asarray(
         ImageChops.difference(gray.crop((1, 0, width, height)), gray.crop((0, 0, width - 1, height)))
     )
