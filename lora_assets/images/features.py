@@ -95,7 +95,11 @@ class ImageFeatures:
 
 def hash_to_int(value: imagehash.ImageHash) -> int:
     """An imagehash 64-bit hash as a Python int (bit order of `hash.flatten()`)."""
-    bits = value.hash.flatten()
+    return _bits_to_int(value.hash.flatten())
+
+
+def _bits_to_int(bits: np.ndarray) -> int:
+    """Booleans, first one most significant, as an int."""
     return int("".join("1" if bit else "0" for bit in bits), 2)
 
 
@@ -117,8 +121,7 @@ def perceptual_hash(image: Image.Image) -> int:
     noise) hashes the same everywhere instead of by the noise's signs."""
     small = image.convert("L").resize((PHASH_SIDE, PHASH_SIDE), Image.Resampling.LANCZOS)
     low = np.round(_PHASH_DCT @ np.asarray(small, dtype=np.float64) @ _PHASH_DCT.T, 6)
-    bits = (low > np.median(low)).ravel()
-    return int("".join("1" if bit else "0" for bit in bits), 2)
+    return _bits_to_int((low > np.median(low)).ravel())
 
 
 def features_of_image(
