@@ -189,7 +189,7 @@ def ours(
 ) -> tuple[list[list[str]], set[str], float]:
     start = time.perf_counter()
     photos = [Photo(f, folder / f, sha[f] if sha else None) for f in files]
-    result = Deduplicator(DedupSettings(similarity=similarity), 10**9, cache=cache).run(photos)
+    result = Deduplicator(DedupSettings(similarity=similarity).rules(), 10**9, cache=cache).run(photos)
     elapsed = time.perf_counter() - start
     groups = [[*g.kept, *g.dropped] for g in result.groups]
     return groups, set(result.selected), elapsed

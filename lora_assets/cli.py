@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from lora_assets.settings import SettingsError, load_subject_settings
 from lora_assets.stages import STAGES
 from lora_assets.subjects import IMAGE_EXTENSIONS, InvalidSubjectName, list_photo_files, validate_subject_name
 
@@ -168,6 +167,8 @@ def settings_show(ctx: click.Context, name: str) -> None:
     """Print NAME's effective settings (defaults + subject.toml) and each stage's settings version."""
     import tomli_w
 
+    from lora_assets.settings import SettingsError, load_subject_settings
+
     layout = _layout(ctx.obj["data_root"])
     try:
         loaded = load_subject_settings(layout.settings_file(name), validate_subject_name(name))
@@ -213,19 +214,18 @@ def dedup(
     if (workers or os.cpu_count() or 1) > 1:
         start_early()  # it imports the image stack while this process does
     from lora_assets.images.dedup import Deduplicator
+    from lora_assets.images.rules import MAX_PIXELS, DedupRules, parse_similarity, similarity_threshold
     from lora_assets.images.workers import Photo
-    from lora_assets.settings import DedupSettings, IngestSettings, parse_similarity
 
     try:
-        settings = DedupSettings(
-            similarity=parse_similarity(similarity), crop_tolerant=crop_tolerant, drop_similar=drop_similar
-        )
+        threshold = similarity_threshold(parse_similarity(similarity))
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--similarity") from None
+    rules = DedupRules(threshold=threshold, crop_tolerant=crop_tolerant, drop_similar=drop_similar)
     files = list_photo_files(directory)
     photos = [Photo(f.relpath, f.path) for f in files]
     with ProgressBars() as progress:
-        result = Deduplicator(settings, IngestSettings().max_pixels, workers, progress=progress).run(photos)
+        result = Deduplicator(rules, MAX_PIXELS, workers, progress=progress).run(photos)
     if as_json:
         click.echo(json.dumps(dedup_document(result, directory), indent=2))
     else:

@@ -24,6 +24,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from lora_assets.digests import short_version, stable_hash, stable_json
+from lora_assets.images.rules import MAX_PIXELS, DedupRules, similarity_threshold
 from lora_assets.models.references import CHECKPOINT_SUFFIXES
 from lora_assets.stages import STAGES
 
@@ -57,24 +58,8 @@ class IngestSettings(StageSettings):
     """`[ingest]`: what `raw_images` accepts."""
 
     max_pixels: int = Field(
-        120_000_000, gt=0, description="reject images with more pixels (decompression bombs)"
+        MAX_PIXELS, gt=0, description="reject images with more pixels (decompression bombs)"
     )
-
-
-SIMILARITY_PRESETS: dict[str, float] = {"low": 0.85, "medium": 0.90, "high": 0.95}
-
-
-def parse_similarity(text: str) -> str | float:
-    """A `--similarity` value: a preset name or a number (validated by `DedupSettings`)."""
-    if text in SIMILARITY_PRESETS:
-        return text
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0.5 <= value <= 1.0:
-        raise ValueError(f"similarity must be low, medium, high or a number from 0.5 to 1, not {text!r}")
-    return value
 
 
 class DedupSettings(StageSettings):
@@ -103,9 +88,18 @@ class DedupSettings(StageSettings):
     @property
     def threshold(self) -> float:
         """The similarity as a number (presets resolved)."""
-        if isinstance(self.similarity, str):
-            return SIMILARITY_PRESETS[self.similarity]
-        return float(self.similarity)
+        return similarity_threshold(self.similarity)
+
+    def rules(self) -> DedupRules:
+        """These settings as the dedup engine takes them."""
+        return DedupRules(
+            threshold=self.threshold,
+            crop_tolerant=self.crop_tolerant,
+            drop_similar=self.drop_similar,
+            keep=tuple(self.keep),
+            drop=tuple(self.drop),
+            not_duplicates=tuple(tuple(names) for names in self.not_duplicates),
+        )
 
 
 class FilterSettings(StageSettings):

@@ -137,3 +137,17 @@ def test_the_installed_command_dedups_on_worker_processes_as_one_worker_does(tmp
     documents = [json.loads(one.stdout), json.loads(two.stdout)]
     assert documents[0]["groups"] == documents[1]["groups"] and len(documents[0]["groups"]) == 1
     assert documents[0]["unique"] == documents[1]["unique"] == [str(folder / "dogs.jpg")]
+
+
+def test_the_dedup_command_loads_without_pydantic():
+    """`lora-assets dedup` builds its `DedupRules` directly: pydantic and the settings models were
+    a third of its start-up, which is on every run's critical path."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, lora_assets.cli, lora_assets.images.dedup; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pydantic', 'dagster')))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "[]"

@@ -2,6 +2,7 @@ from pathlib import Path
 
 import pytest
 
+from lora_assets.images.rules import DedupRules
 from lora_assets.settings import STAGES, SettingsError, load_subject_settings
 
 
@@ -31,6 +32,9 @@ max_words = 60
     assert settings.class_token == "woman" and settings.trigger == "ohwx"
     assert settings.dedup.threshold == pytest.approx(0.93)
     assert settings.dedup.not_duplicates == [["b.jpg", "c.jpg"]]
+    assert settings.dedup.rules() == DedupRules(
+        threshold=0.93, keep=("a.jpg",), not_duplicates=(("b.jpg", "c.jpg"),)
+    )
     assert settings.captions.max_words == 60 and settings.captions.min_words == 30
     assert settings.captions.overrides == {"a.jpg": "ohwx woman, smiling"}
     assert settings.filter.min_short_side == 512

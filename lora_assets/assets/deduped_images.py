@@ -54,7 +54,7 @@ def run_dedup(run: SubjectRun, manifest: pd.DataFrame) -> DedupResult:
     ]
     progress = {stage: run.progress(stage) for stage in DEDUP_STAGES}
     result = Deduplicator(
-        run.settings.dedup,
+        run.settings.dedup.rules(),
         run.settings.ingest.max_pixels,
         workers=run.workers,
         cache=run.measure_cache(),

@@ -24,6 +24,7 @@ from lora_assets.images.features import ImageFeatures
 from lora_assets.images.grouping import components, group_items
 from lora_assets.images.interpolation import compare_grids
 from lora_assets.images.keep_best import DENSITY_STEP, Candidate, choose
+from lora_assets.images.rules import DedupRules
 from lora_assets.images.similarity import PairScore
 from lora_assets.images.workers import (
     ImageWorkers,
@@ -33,7 +34,6 @@ from lora_assets.images.workers import (
     compare_job,
     features_job,
 )
-from lora_assets.settings import DedupSettings
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -114,18 +114,18 @@ class DedupResult:
 
 
 class Deduplicator(ImageWorkers):
-    """The whole pipeline (see module docstring) with `dedup` settings."""
+    """The whole pipeline (see module docstring) under `rules`."""
 
     def __init__(
         self,
-        settings: DedupSettings,
+        rules: DedupRules,
         max_pixels: int,
         workers: int | None = None,
         cache: MeasureCache | None = None,
         progress: Progress | None = None,
     ) -> None:
         super().__init__(max_pixels, workers, cache, progress)
-        self.settings = settings
+        self.rules = rules
         self.counters.update({"features_computed": 0, "features_cached": 0, "pairs_verified": 0})
         self.seconds: dict[str, float] = {}
 
@@ -163,8 +163,8 @@ class Deduplicator(ImageWorkers):
         order = sorted(
             range(len(ok)), key=lambda i: (-features[ok[i].key].width * features[ok[i].key].height, ok[i].key)
         )
-        accept = ("duplicate", "similar") if self.settings.drop_similar else ("duplicate",)
-        forbidden = _forbidden_pairs(self.settings.not_duplicates)
+        accept = ("duplicate", "similar") if self.rules.drop_similar else ("duplicate",)
+        forbidden = _forbidden_pairs(self.rules.not_duplicates)
         apart = {
             frozenset((i, j))
             for i in range(len(ok))
@@ -185,17 +185,17 @@ class Deduplicator(ImageWorkers):
         rejected: list[dict[str, str]],
     ) -> DedupResult:
         grouped = {p.key for g in multi for p in g}
-        drop = set(self.settings.drop)
+        drop = set(self.rules.drop)
         similar = [
             {"a": ok[i].key, "b": ok[j].key, **_rounded(scores[i, j])}
             for (i, j), relation in sorted(relations.items())
             if relation == "similar" and not _same_group(ok[i].key, ok[j].key, groups)
         ]
-        settings = self.settings
+        rules = self.rules
         pinned = {
-            *settings.keep,
-            *settings.drop,
-            *(name for names in settings.not_duplicates for name in names),
+            *rules.keep,
+            *rules.drop,
+            *(name for names in rules.not_duplicates for name in names),
         }
         return DedupResult(
             groups=groups,
@@ -244,11 +244,11 @@ class Deduplicator(ImageWorkers):
             [f.phash for f in feats],
             [f.dhash for f in feats],
             [f.phash_center for f in feats],
-            self.settings.crop_tolerant,
+            self.rules.crop_tolerant,
             [f.phash_mirror for f in feats],
             [f.phash_strip for f in feats],
         )
-        forbidden = _forbidden_pairs(self.settings.not_duplicates)
+        forbidden = _forbidden_pairs(self.rules.not_duplicates)
         exact = {
             (i, j)
             for i in range(len(photos))
@@ -261,7 +261,7 @@ class Deduplicator(ImageWorkers):
         )
         identical = PairScore(grid=1.0, colour=1.0, structure=1.0, detail=1.0, cropped=False, scale=1.0)
         scores: dict[tuple[int, int], PairScore] = {pair: identical for pair in pairs if pair in exact}
-        threshold = self.settings.threshold
+        threshold = self.rules.threshold
         # Two rounds: the candidate pairs, then every other pair inside a cluster of duplicates
         # (a mirrored copy and a cropped one of the same photo have no close hash, but both match
         # their source), so that grouping sees every pair of a group.
@@ -270,7 +270,7 @@ class Deduplicator(ImageWorkers):
             results = self._map(
                 pool,
                 compare_job,
-                [(feats[i], feats[j], self.settings.crop_tolerant) for i, j in to_verify],
+                [(feats[i], feats[j], self.rules.crop_tolerant) for i, j in to_verify],
                 stage,
             )
             self.counters["pairs_verified"] += len(to_verify)
@@ -292,7 +292,7 @@ class Deduplicator(ImageWorkers):
         scores: dict[tuple[str, str], PairScore],
     ) -> Group:
         """Keep-best for one group, then the pins: `keep` always kept, `drop` always dropped."""
-        keep, drop = set(self.settings.keep), set(self.settings.drop)
+        keep, drop = set(self.rules.keep), set(self.rules.drop)
 
         def pair(a: str, b: str) -> tuple[PairScore, bool]:
             """The score of (a, b) and whether it was measured the other way round."""

@@ -9,19 +9,19 @@ from PIL import Image
 
 from lora_assets.images.dedup import Deduplicator
 from lora_assets.images.features import compute_features
+from lora_assets.images.rules import MAX_PIXELS, DedupRules
 from lora_assets.images.similarity import compare
 from lora_assets.images.workers import Photo
 from lora_assets.settings import DedupSettings
 from lora_assets_tests import photo_factory as pf
 from lora_assets_tests.conftest import TEST_PHOTOS, sample_photo, snapshot
 
-MAX_PIXELS = 120_000_000
 KEEPABLE = {"original.jpg", "lossless.png"}
 
 
 def run(folder, **settings):
     photos = [Photo(p.relative_to(folder).as_posix(), p) for p in sorted(folder.rglob("*")) if p.is_file()]
-    return Deduplicator(DedupSettings(**settings), MAX_PIXELS, workers=2).run(photos)
+    return Deduplicator(DedupSettings(**settings).rules(), MAX_PIXELS, workers=2).run(photos)
 
 
 def group_of(result, key):
@@ -155,7 +155,7 @@ def test_byte_identical_files_are_one_group_without_decoding_twice(tmp_path):
     shutil.copy2(sample_photo("citrus-slices.jpg"), tmp_path / "a.jpg")
     shutil.copy2(sample_photo("citrus-slices.jpg"), tmp_path / "b.jpg")
     photos = [Photo(name, tmp_path / name, "same-sha") for name in ("a.jpg", "b.jpg")]
-    result = Deduplicator(DedupSettings(), MAX_PIXELS, workers=1).run(photos)
+    result = Deduplicator(DedupRules(), MAX_PIXELS, workers=1).run(photos)
     assert len(result.groups) == 1 and result.counters["features_computed"] == 1
 
 
@@ -194,7 +194,7 @@ def test_a_png_member_is_measured_from_its_hashing_decode_with_the_same_result(t
 
     monkeypatch.setattr(workers, "SCRATCH_BYTES", 0)  # nothing fits: every member decoded again
     photos = [Photo(p.name, p) for p in sorted(folder.iterdir())]
-    decoded = Deduplicator(DedupSettings(), MAX_PIXELS, workers=1).run(photos)
+    decoded = Deduplicator(DedupRules(), MAX_PIXELS, workers=1).run(photos)
     assert decoded.counters["details_from_hashing_decode"] == 0
     assert [(g.kept, g.dropped, g.reasons, g.scores) for g in kept.groups] == [
         (g.kept, g.dropped, g.reasons, g.scores) for g in decoded.groups
@@ -206,7 +206,7 @@ def test_a_png_member_is_measured_from_its_hashing_decode_with_the_same_result(t
 
     monkeypatch.setattr(workers, "SCRATCH_BYTES", 2**40)
     monkeypatch.setattr(workers.np, "save", disk_full)  # the temp disk fills: decode again, no error
-    full = Deduplicator(DedupSettings(), MAX_PIXELS, workers=1).run(photos)
+    full = Deduplicator(DedupRules(), MAX_PIXELS, workers=1).run(photos)
     assert full.counters["details_from_hashing_decode"] == 0 and full.rejected == []
     assert [g.reasons for g in full.groups] == [g.reasons for g in kept.groups]
     assert not list(scratch.glob("lora-assets-dedup-*"))
