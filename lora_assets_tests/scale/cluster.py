@@ -212,7 +212,9 @@ class Cluster:
 
     def start_daemon(self) -> None:
         """dagster-daemon on the CPU host: run monitoring, slot freeing, the lost-worker sensor
-        (checking every 5 s). The automation sensors are stopped first: the tests launch runs."""
+        (checking every 5 s). The automation sensors are stopped first: the tests launch runs. A
+        daemon a failed test left running is stopped too: two would both launch queued runs."""
+        self.stop_daemon()
         for sensor in ("subject_folders", "lora_automation"):
             stop = self.dagster("sensor", "stop", sensor, "-m", "lora_assets.definitions")
             stop.communicate()
