@@ -82,8 +82,8 @@ def small_original(name: str, target: Path) -> Path:
     return target
 
 
-# What the engine does not do yet (issue 10 stays open for these), kept visible rather than
-# left out: strict, so a case that starts passing must be moved back to the plain list.
+# What the engine does not do yet (a known limit in the README), kept visible rather than left
+# out: strict, so a case that starts passing must be moved back to the plain list.
 KNOWN_GAPS = {
     ("watermark", "suspension-bridge-night.jpg"): "which copy carries a faint logo is not decided in a pair",
 }
